@@ -1,0 +1,1 @@
+"""Serving: torch-free preprocessing, ONNX Runtime predictor, ASGI app, Lambda handler."""
