@@ -1,0 +1,1 @@
+"""Dataset audit, EDA, splits and the training dataset."""

@@ -1,0 +1,76 @@
+"""MobileNetV2 with an N-class log-softmax head; weight loading; freeze and unfreeze by block."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+#: torchvision's MobileNetV2 ``features`` has 19 children: 0 is the stem conv, 1-17 the inverted
+#: residual blocks, 18 the last 1x1 conv to 1280 channels.
+NUM_FEATURE_BLOCKS = 19
+IMAGENET_WEIGHTS = "imagenet"
+
+
+def build_model(
+    num_classes: int,
+    *,
+    weights: str | Path | None = IMAGENET_WEIGHTS,
+    dropout: float = 0.2,
+) -> nn.Module:
+    """MobileNetV2 whose classifier is Dropout -> Linear(1280, num_classes) -> LogSoftmax.
+
+    ``weights``: a path to a torchvision ``mobilenet_v2`` state_dict (ImageNet, 1000 classes, or a
+    full checkpoint state_dict with the same head), ``"imagenet"`` for torchvision's own download
+    (needs the internet), or None for random initialisation.
+    """
+    from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+
+    if weights == IMAGENET_WEIGHTS:
+        model = mobilenet_v2(weights=MobileNet_V2_Weights.IMAGENET1K_V1)
+    else:
+        model = mobilenet_v2()
+        if weights is not None:
+            state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+            model.load_state_dict(state)
+            log.info("loaded backbone weights from %s", weights)
+    in_features = model.classifier[-1].in_features
+    model.classifier = nn.Sequential(
+        nn.Dropout(p=dropout),
+        nn.Linear(in_features, num_classes),
+        nn.LogSoftmax(dim=1),
+    )
+    return model
+
+
+def set_trainable(model: nn.Module, unfrozen_blocks: Iterable[int]) -> None:
+    """Freeze all but ``features[i]`` for i in ``unfrozen_blocks``; the head stays trainable.
+
+    Frozen blocks are put in eval mode by :func:`train_mode`, so their BatchNorm statistics stay.
+    """
+    unfrozen = set(unfrozen_blocks)
+    bad = [i for i in unfrozen if not 0 <= i < NUM_FEATURE_BLOCKS]
+    if bad:
+        raise ValueError(f"feature blocks must be in 0..{NUM_FEATURE_BLOCKS - 1}, got {bad}")
+    for i, block in enumerate(model.features):
+        for p in block.parameters():
+            p.requires_grad = i in unfrozen
+    for p in model.classifier.parameters():
+        p.requires_grad = True
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except blocks with no trainable parameter, which stay in eval mode."""
+    model.train()
+    for block in model.features:
+        if not any(p.requires_grad for p in block.parameters()):
+            block.eval()
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,1 @@
+"""Training: LR range test, progressive unfreezing with OneCycle, reports."""

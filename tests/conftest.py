@@ -1,0 +1,45 @@
+"""Shared fixtures: where the real data and weights are (../shared beside the clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SKYCLASS_SHARED", REPO_ROOT.parent / "shared")).resolve()
+DATA_ROOT = SHARED / "data" / "flying-objects"
+WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
+BUNDLED_MODEL = REPO_ROOT / "models" / "flying-objects"
+CLASSES = ("flying_birds", "large_quadcopters", "small_quadcopters", "winged_drones")
+
+
+def shared_images(cls: str, n: int, prefix: str = "") -> list[Path]:
+    """The first ``n`` real photos of a class (sorted by name, optionally by file prefix)."""
+    files = sorted(p for p in (DATA_ROOT / cls).iterdir() if p.name.startswith(prefix))
+    return files[:n]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not DATA_ROOT.is_dir():
+        pytest.fail(f"shared data not found at {DATA_ROOT} (set SKYCLASS_SHARED)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def weights_path() -> Path:
+    if not WEIGHTS.is_file():
+        pytest.fail(f"shared weights not found at {WEIGHTS} (set SKYCLASS_SHARED)")
+    return WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    return BUNDLED_MODEL
