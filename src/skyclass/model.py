@@ -74,3 +74,17 @@ def train_mode(model: nn.Module) -> None:
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild a trained model from a skyclass checkpoint; returns (model in eval mode, checkpoint).
+
+    A checkpoint is a dict with at least ``model`` (state_dict of :func:`build_model`),
+    ``class_names`` (list[str]), ``preprocess`` (PreprocessConfig.to_dict()) and optionally
+    ``dropout``; training adds optimizer, scheduler, epoch, RNG states, config and metrics.
+    """
+    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+    model = build_model(len(ckpt["class_names"]), weights=None, dropout=ckpt.get("dropout", 0.2))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, ckpt
