@@ -1,0 +1,239 @@
+"""Training configuration: frozen dataclasses loaded from TOML, checked before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skyclass.data.transforms import AugmentConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used: unknown key, wrong type, bad value."""
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage of progressive unfreezing: which ``features[i]`` blocks train, for how long.
+
+    ``lr`` None means: pick the rate by an LR range test at the start of the stage.
+    """
+
+    name: str
+    epochs: int
+    unfreeze: tuple[int, ...] = ()
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    pct_start: float = 0.25
+    div_factor: float = 25.0
+    final_div_factor: float = 1e3
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0:
+            raise ConfigError(f"stage {self.name!r}: epochs must be >= 0, got {self.epochs}")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"stage {self.name!r}: lr must be > 0, got {self.lr}")
+        if not 0 < self.pct_start < 1:
+            raise ConfigError(f"stage {self.name!r}: pct_start must be in (0, 1)")
+        bad = [i for i in self.unfreeze if not 0 <= i < 19]
+        if bad:
+            raise ConfigError(f"stage {self.name!r}: feature blocks must be in 0..18, got {bad}")
+
+
+@dataclass(frozen=True)
+class LRFindConfig:
+    """Exponential LR sweep from ``start_lr`` to ``end_lr`` over at most ``num_iter`` batches."""
+
+    start_lr: float = 1e-6
+    end_lr: float = 1.0
+    num_iter: int = 40
+    smooth: float = 0.9
+    diverge: float = 4.0
+    #: "min10" (rate at the smoothed minimum / 10) or "steep" (steepest descent).
+    suggest: str = "min10"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.start_lr < self.end_lr:
+            raise ConfigError("lr_find: need 0 < start_lr < end_lr")
+        if self.num_iter < 2:
+            raise ConfigError("lr_find: num_iter must be >= 2")
+        if self.suggest not in ("min10", "steep"):
+            raise ConfigError(f"lr_find: suggest must be 'min10' or 'steep', got {self.suggest!r}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved as ``config.json`` in the run dir."""
+
+    name: str
+    data_root: str
+    train: str
+    val: str
+    test: str | None = None
+    out: str = "runs"
+    weights: str | None = "imagenet"
+    image_size: int = 224
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_threads: int = 2
+    workers: int = 0
+    seed: int = 0
+    dropout: float = 0.2
+    channels_last: bool = False
+    #: Cap on batches per epoch (tiny runs and tests); None = whole epoch.
+    max_steps: int | None = None
+    #: On-disk cache of decoded, resized images (npy keyed by file sha256); None = memory only.
+    cache_dir: str | None = ".cache/skyclass"
+    epochs_scale: float = 1.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    lr_find: LRFindConfig = field(default_factory=LRFindConfig)
+    stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
+
+    def __post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("at least one stage is needed")
+        if self.image_size < 32:
+            raise ConfigError(f"image_size must be >= 32, got {self.image_size}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError("max_steps must be >= 1")
+        if self.epochs_scale <= 0:
+            raise ConfigError("epochs_scale must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("dropout must be in [0, 1)")
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"stage names must be unique, got {names}")
+
+    def stage_epochs(self, stage: StageConfig) -> int:
+        """Epochs of a stage after ``epochs_scale`` (at least 1 if the stage had any)."""
+        if stage.epochs == 0:
+            return 0
+        return max(1, round(stage.epochs * self.epochs_scale))
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` (TOML types) and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(
+            _coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {type(value).__name__}")
+        return from_mapping(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def from_mapping(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types raise ConfigError."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(fields))})"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a TOML config; ``overrides`` (None values ignored) replace top-level keys."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    if "stages" in data and not isinstance(data["stages"], list):
+        raise ConfigError(f"{path}: 'stages' must be an array of tables ([[stages]])")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    # Relative paths in a config file are relative to the working directory (the repo root).
+    return from_mapping(TrainConfig, data, where=path.name)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from its ``to_dict()`` (checkpoint, config.json)."""
+    return from_mapping(TrainConfig, data)
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,144 @@
+"""One epoch of training and one pass of evaluation; both return metric dataclasses."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from skyclass.model import NUM_FEATURE_BLOCKS, train_mode
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    loss: float
+    accuracy: float
+    n: int
+    seconds: float
+    images_per_s: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    n: int
+    seconds: float
+    images_per_s: float
+    targets: np.ndarray
+    probs: np.ndarray
+    losses: np.ndarray
+
+
+def forward(model: nn.Module, x: Any, first_trainable: int = 0) -> Any:
+    """Log-probabilities; blocks before ``first_trainable`` run without building a graph."""
+    import torch
+    import torch.nn.functional as F
+
+    if first_trainable <= 0:
+        return model(x)
+    with torch.no_grad():
+        h = model.features[: min(first_trainable, NUM_FEATURE_BLOCKS)](x)
+    if first_trainable < NUM_FEATURE_BLOCKS:
+        h = model.features[first_trainable:](h)
+    h = torch.flatten(F.adaptive_avg_pool2d(h, (1, 1)), 1)
+    return model.classifier(h)
+
+
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: Any,
+    scheduler: Any | None,
+    *,
+    first_trainable: int = 0,
+    max_steps: int | None = None,
+    channels_last: bool = False,
+    desc: str = "train",
+    progress: bool = True,
+) -> EpochMetrics:
+    """Train for one pass over ``loader`` (or ``max_steps`` batches); NLL loss on log-softmax."""
+    import torch
+    import torch.nn.functional as F
+
+    train_mode(model)
+    total = len(loader) if max_steps is None else min(len(loader), max_steps)  # type: ignore[arg-type]
+    loss_sum, correct, n = 0.0, 0, 0
+    start = time.perf_counter()
+    bar = _progress(loader, total, desc, progress)
+    for step, (x, y) in enumerate(bar):
+        if step >= total:
+            break
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = forward(model, x, first_trainable)
+        loss = F.nll_loss(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        b = y.shape[0]
+        loss_sum += loss.item() * b
+        correct += int((out.argmax(1) == y).sum())
+        n += b
+        elapsed = time.perf_counter() - start
+        bar.set_postfix(
+            loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}", ips=f"{n / elapsed:.1f}"
+        )
+    seconds = time.perf_counter() - start
+    return EpochMetrics(
+        loss=loss_sum / max(n, 1),
+        accuracy=correct / max(n, 1),
+        n=n,
+        seconds=seconds,
+        images_per_s=n / seconds if seconds > 0 else 0.0,
+    )
+
+
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    channels_last: bool = False,
+    desc: str = "eval",
+    progress: bool = True,
+) -> EvalResult:
+    """Eval-mode pass: loss, accuracy, and per-item probabilities and losses."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    targets, logps = [], []
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for x, y in _progress(loader, len(loader), desc, progress):  # type: ignore[arg-type]
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logps.append(model(x))
+            targets.append(y)
+    seconds = time.perf_counter() - start
+    logp = torch.cat(logps) if logps else torch.empty(0, 0)
+    t = torch.cat(targets) if targets else torch.empty(0, dtype=torch.long)
+    losses = F.nll_loss(logp, t, reduction="none") if len(t) else torch.empty(0)
+    n = len(t)
+    return EvalResult(
+        loss=float(losses.mean()) if n else float("nan"),
+        accuracy=float((logp.argmax(1) == t).float().mean()) if n else float("nan"),
+        n=n,
+        seconds=seconds,
+        images_per_s=n / seconds if seconds > 0 else 0.0,
+        targets=t.numpy(),
+        probs=logp.exp().numpy(),
+        losses=losses.numpy(),
+    )
