@@ -1,0 +1,337 @@
+"""Stratified, group-aware train/val/test split of a manifest.
+
+A *leakage group* is a set of files that must land in one split: the manifest's ``group`` column
+(the audit puts exact and near duplicates, mirrored copies included, under one group id) and, when
+a metadata file is given, a metadata group (for the shared set, ``SOURCES.tsv``'s
+``source_repo``). Metadata groups are assigned whole; then a duplicate group whose copies came
+from different metadata groups (one photo in two sources) is put on one side, the side most of its
+copies are on (ties: the held-out side). So no photo is on both sides, and source purity gives way
+only for a file whose near copy belongs to another source. Merging instead would chain whole
+sources together through single shared photos (on the shared set every small_quadcopters source
+would become one group and the class would have no test photos).
+
+Metadata groups are keyed by **label + value**, not by value alone. A source such as one course
+repository contributes photos to all four classes; keying by the bare source would force all of
+them into one split and leave some class without test photos from any source the model has not
+seen. Keyed per class, each class holds out whole sources of its own: a test photo of class C
+comes from a source whose class-C photos the model never saw, so it cannot score by learning
+"this source's look means class C". (The same source may still appear in other classes' train
+split; that teaches the look is *not* a class cue.)
+
+Components are assigned greedily, big ones (a whole source) first, then the rest in seeded random
+order, each to the split whose per-class targets it fills best, so the split is stratified by class
+as far as the group sizes allow, and it is reproducible by seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+
+
+class SplitInputError(Exception):
+    """The manifest or groups file cannot be used."""
+
+    exit_code: int = 2
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    manifest: Path
+    val: float = 0.10
+    test: float = 0.15
+    seed: int = 0
+    groups: Path | None = None  # CSV/TSV with a path (or class + file) column and group_column
+    group_column: str = "source_repo"
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
+            raise ValueError(f"val={self.val} and test={self.test} must be in [0, 1), sum < 1")
+
+    def fractions(self) -> dict[str, float]:
+        return {"train": 1.0 - self.val - self.test, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    label: str
+    group: str  # the leakage component id after merging
+    source: str | None = None  # the metadata group value, when a groups file is given
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    config: SplitConfig
+    splits: dict[str, tuple[Row, ...]]
+    dropped: int  # manifest rows with status other than "use"
+    missing_groups: int  # rows without an entry in the groups file (kept as their own group)
+    moved_for_duplicates: int = 0  # files placed with their near copy outside their own group
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            s: dict(sorted(Counter(r.label for r in rows).items()))
+            for s, rows in self.splits.items()
+        }
+
+    def summary(self) -> dict[str, Any]:
+        labels = sorted({r.label for rows in self.splits.values() for r in rows})
+        per_split: dict[str, Any] = {}
+        for s, rows in self.splits.items():
+            per_split[s] = {
+                "n": len(rows),
+                "per_class": {lb: sum(r.label == lb for r in rows) for lb in labels},
+                "groups": len({r.group for r in rows}),
+            }
+        sources: dict[str, dict[str, int]] = {}
+        for s, rows in self.splits.items():
+            for r in rows:
+                if r.source is not None:
+                    key = f"{r.label} | {r.source}"
+                    sources.setdefault(key, {k: 0 for k in SPLITS})[s] += 1
+        multi: dict[str, dict[str, int]] = {}
+        for s, rows in self.splits.items():
+            sizes = Counter(r.group for r in rows)
+            for g, n in sizes.items():
+                if n > 1:
+                    multi.setdefault(g, {})[s] = n
+        cfg = self.config
+        return {
+            "manifest": str(cfg.manifest),
+            "fractions": cfg.fractions(),
+            "seed": cfg.seed,
+            "groups_file": None if cfg.groups is None else str(cfg.groups),
+            "group_column": cfg.group_column if cfg.groups else None,
+            "dropped_excluded_rows": self.dropped,
+            "rows_without_metadata_group": self.missing_groups,
+            "moved_for_duplicates": self.moved_for_duplicates,
+            "labels": labels,
+            "splits": per_split,
+            "per_source": dict(sorted(sources.items())),
+            "groups_with_several_files": dict(sorted(multi.items())),
+        }
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV or TSV file (delimiter from the extension, else sniffed)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise SplitInputError(f"file not found: {path}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SplitInputError(f"cannot read {path}: {exc}") from exc
+    if Path(path).suffix.lower() == ".tsv":
+        delim = "\t"
+    else:
+        try:
+            delim = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
+        except csv.Error:
+            delim = ","
+    return list(csv.DictReader(io.StringIO(text), delimiter=delim))
+
+
+def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
+    """Manifest rows to use (``status`` column, when present, must be ``use``) and how many not."""
+    rows = read_table(path)
+    if not rows:
+        raise SplitInputError(f"manifest {path} has no rows")
+    need = {"path", "label"} - set(rows[0])
+    if need:
+        raise SplitInputError(f"manifest {path} lacks column(s): {', '.join(sorted(need))}")
+    keep = [r for r in rows if r.get("status", "use") in ("use", "")]
+    seen: set[str] = set()
+    for r in keep:
+        if r["path"] in seen:
+            raise SplitInputError(f"manifest {path} lists {r['path']} twice")
+        seen.add(r["path"])
+    return keep, len(rows) - len(keep)
+
+
+def read_groups(path: Path, column: str) -> dict[str, str]:
+    """path -> metadata group value. Keys: a ``path`` column, or ``class``/``label`` + ``file``."""
+    rows = read_table(path)
+    if not rows:
+        raise SplitInputError(f"groups file {path} has no rows")
+    cols = set(rows[0])
+    if column not in cols:
+        raise SplitInputError(
+            f"groups file {path} has no column {column!r} (columns: {', '.join(sorted(cols))})"
+        )
+    out: dict[str, str] = {}
+    for r in rows:
+        if "path" in cols:
+            key = r["path"]
+        elif "file" in cols and ("class" in cols or "label" in cols):
+            key = f"{r.get('class') or r.get('label')}/{r['file']}"
+        else:
+            raise SplitInputError(
+                f"groups file {path} needs a 'path' column or 'class'/'label' and 'file' columns"
+            )
+        out[key] = r[column]
+    return out
+
+
+def _components(keys: Sequence[Sequence[str]]) -> list[int]:
+    """Component index per row, rows linked when they share any key."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, ks in enumerate(keys):
+        for k in ks:
+            j = first.setdefault(k, i)
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    return [find(i) for i in range(len(keys))]
+
+
+def assign(
+    members: dict[int, list[int]],
+    labels: Sequence[str],
+    fractions: dict[str, float],
+    seed: int,
+) -> dict[int, str]:
+    """Component -> split: largest first, each to the split whose class targets it fills best."""
+    totals = Counter(labels)
+    target = {s: {lb: f * n for lb, n in totals.items()} for s, f in fractions.items()}
+    current = {s: Counter() for s in fractions}
+    order = sorted(members)
+    random.Random(seed).shuffle(order)
+    # Big components (a whole source) first, while every split still has room; the rest in
+    # seeded random order so that duplicate groups spread over all splits like single files.
+    big = max(10, int(0.01 * len(labels)))
+    order.sort(key=lambda c: -len(members[c]) if len(members[c]) >= big else 0)
+    out: dict[int, str] = {}
+    for c in order:
+        need = Counter(labels[i] for i in members[c])
+        best, best_score = None, None
+        for s in fractions:
+            if fractions[s] <= 0:
+                continue
+            # fit: how much of this component fills an open deficit, minus overshoot, each class
+            # weighted by 1/its size so small classes count as much as big ones; ties go to the
+            # split with the largest share of its targets still open (proportional filling)
+            fit, room = 0.0, 0.0
+            for lb, n in need.items():
+                deficit = max(target[s][lb] - current[s][lb], 0.0)
+                fit += (min(n, deficit) - max(0.0, n - deficit)) / totals[lb]
+                room += deficit / target[s][lb] if target[s][lb] else 0.0
+            score = (round(fit, 9), room)
+            if best_score is None or score > best_score:
+                best, best_score = s, score
+        assert best is not None
+        out[c] = best
+        current[best].update(need)
+    return out
+
+
+def make_split(config: SplitConfig) -> SplitResult:
+    """Read the manifest (and groups file), merge groups, assign components. No I/O of outputs."""
+    rows, dropped = read_manifest(config.manifest)
+    source_of: dict[str, str] = {}
+    missing = 0
+    if config.groups is not None:
+        meta = read_groups(config.groups, config.group_column)
+        for r in rows:
+            value = meta.get(r["path"])
+            if value is None:
+                missing += 1
+            else:
+                source_of[r["path"]] = value
+        if missing:
+            log.warning(
+                "%d manifest rows have no entry in %s: each is its own group",
+                missing,
+                config.groups,
+            )
+    dup = [r.get("group") or r["path"] for r in rows]
+    if source_of:
+        # Metadata groups decide; a duplicate group spanning metadata groups is then settled
+        # below (merging would chain whole sources together through one shared photo).
+        keys = [[f"m:{r['label']}|{source_of.get(r['path'], '#' + r['path'])}"] for r in rows]
+    else:
+        keys = [[f"g:{g}"] for g in dup]
+    comp = _components(keys)
+    members: dict[int, list[int]] = {}
+    for i, c in enumerate(comp):
+        members.setdefault(c, []).append(i)
+    labels = [r["label"] for r in rows]
+    where_comp = assign(members, labels, config.fractions(), config.seed)
+    where = [where_comp[comp[i]] for i in range(len(rows))]
+    moved = 0
+    if source_of:
+        by_dup: dict[str, list[int]] = {}
+        for i, g in enumerate(dup):
+            by_dup.setdefault(g, []).append(i)
+        for idx in by_dup.values():
+            sides = Counter(where[i] for i in idx)
+            if len(sides) > 1:
+                # majority side; on a tie the held-out side keeps it (train loses the copy)
+                side = max(sides, key=lambda s: (sides[s], SPLITS.index(s)))
+                moved += sum(where[i] != side for i in idx)
+                for i in idx:
+                    where[i] = side
+    group_id = {}
+    for i, r in enumerate(rows):
+        if source_of and r["path"] in source_of:
+            group_id[i] = f"{r['label']}|{source_of[r['path']]}"
+        else:
+            group_id[i] = dup[i]
+    splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
+    for i, r in enumerate(rows):
+        splits[where[i]].append(Row(r["path"], r["label"], group_id[i], source_of.get(r["path"])))
+    if moved:
+        log.info("%d files moved to the side of their duplicates", moved)
+    return SplitResult(
+        config=config,
+        splits={s: tuple(sorted(v, key=lambda x: x.path)) for s, v in splits.items()},
+        dropped=dropped,
+        missing_groups=missing,
+        moved_for_duplicates=moved,
+    )
+
+
+def manifest_text(rows: Sequence[Row], with_source: bool) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "group", *(["source"] if with_source else [])])
+    for r in rows:
+        w.writerow([r.path, r.label, r.group, *([r.source or ""] if with_source else [])])
+    return buf.getvalue()
+
+
+def write_split(result: SplitResult, out: Path, force: bool = False, prefixes=()) -> list[Path]:
+    """train/val/test.csv, summary.json and, per prefix P, test-P.csv (test rows named P*)."""
+    import json
+
+    from skyclass.data.outputs import atomic_dir
+
+    with_source = result.config.groups is not None
+    with atomic_dir(out, force) as tmp:
+        for s, rows in result.splits.items():
+            (tmp / f"{s}.csv").write_text(manifest_text(rows, with_source), encoding="utf-8")
+            for p in prefixes:
+                sub = [r for r in rows if r.path.rsplit("/", 1)[-1].startswith(p)]
+                if sub and s == "test":
+                    name = f"test-{p.rstrip('_')}.csv"
+                    (tmp / name).write_text(manifest_text(sub, with_source), encoding="utf-8")
+        summary = result.summary()
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return sorted(Path(out).iterdir())
