@@ -77,3 +77,121 @@ def write_outputs(report: AuditReport, out: Path, force: bool = False) -> None:
             json.dumps(report_dict(report), indent=1) + "\n", encoding="utf-8"
         )
         (tmp / "clean.csv").write_text(clean_csv(report), encoding="utf-8")
+        from skyclass.data.eda import PLOTS
+
+        plots = {name: make(report) for name, make in PLOTS.items()}
+        for name, png in plots.items():
+            (tmp / name).write_bytes(png)
+        (tmp / "report.html").write_text(render_html(report, plots), encoding="utf-8")
+
+
+def thumbnail_uri(path: Path, side: int = 128) -> str | None:
+    """A small JPEG data URI of an image (draft-decoded), or None when it cannot be decoded."""
+    import base64
+    import warnings
+
+    from PIL import Image, ImageOps
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                img.draft("RGB", (side, side))
+                img.load()
+                img = ImageOps.exif_transpose(img) or img
+                img = img.convert("RGB")
+                img.thumbnail((side, side))
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG", quality=70)
+    except Exception:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
+th{background:#f3f3f3}.err{color:#b00}.warn{color:#a60}
+.grid{display:flex;flex-wrap:wrap;gap:8px}
+.card{width:150px;font-size:11px;word-break:break-all}
+.card img,.ph{width:128px;height:128px;object-fit:contain;background:#eee;display:block}
+.ph{display:flex;align-items:center;justify-content:center;color:#888}
+.group{border:1px solid #ddd;padding:6px;margin:6px 0}.plot{max-width:100%}
+"""
+
+
+def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
+    """One self-contained page: summary, plots, flagged files by finding, duplicate groups."""
+    import base64
+    import html
+
+    esc = html.escape
+    root = report.config.root
+    thumbs: dict[str, str | None] = {}
+
+    def card(path: str, note: str = "") -> str:
+        if path not in thumbs:
+            thumbs[path] = thumbnail_uri(root / path)
+        uri = thumbs[path]
+        img = f'<img src="{uri}" alt="">' if uri else '<div class="ph">no preview</div>'
+        return f'<div class="card">{img}{esc(path)}<br><i>{esc(note)}</i></div>'
+
+    counts = report.counts()
+    d = report_dict(report)["summary"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>skyclass audit</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Audit of {esc(str(root))}</h1>",
+        f"<p>{d['files']} files, {d['use']} to use, {d['excluded']} left out; "
+        f"schema v{report.schema_version}; {report.seconds:.1f} s. Nothing in the data folder "
+        "was changed.</p>",
+        "<h2>Summary</h2><table><tr><th>check</th><th>severity</th><th>files</th>"
+        "<th>meaning</th></tr>",
+    ]
+    for check, (sev, meaning) in CHECKS.items():
+        cls = "err" if sev == "error" else "warn"
+        parts.append(
+            f"<tr><td>{check}</td><td class='{cls}'>{sev}</td><td>{counts[check]}</td>"
+            f"<td>{esc(meaning)}</td></tr>"
+        )
+    parts.append("</table><table><tr><th>class</th><th>files</th><th>use</th></tr>")
+    for c, v in d["per_class"].items():
+        parts.append(f"<tr><td>{esc(c)}</td><td>{v['files']}</td><td>{v['use']}</td></tr>")
+    parts.append("</table><h2>Plots</h2>")
+    for name, png in plots.items():
+        b64 = base64.b64encode(png).decode("ascii")
+        parts.append(f'<img class="plot" alt="{name}" src="data:image/png;base64,{b64}">')
+    parts.append(
+        "<h2>K-Means outliers</h2><table><tr><th>class</th><th>k</th>"
+        "<th>silhouette</th><th>centres (bytes, h, w)</th><th>fence</th>"
+        "<th>outliers</th></tr>"
+    )
+    for km in report.kmeans:
+        parts.append(
+            f"<tr><td>{esc(km.label)}</td><td>{km.k}</td><td>{km.silhouette}</td>"
+            f"<td>{esc(str(list(km.centres)))}</td><td>{km.threshold}</td>"
+            f"<td>{len(km.outliers)}</td></tr>"
+        )
+    parts.append("</table><h2>Flagged files by finding</h2>")
+    by_check: dict[str, list] = {}
+    for f in report.findings:
+        if f.check in ("near_duplicate", "exact_duplicate", "label_conflict"):
+            continue  # shown as groups below
+        by_check.setdefault(f.check, []).append(f)
+    for check, fs in by_check.items():
+        parts.append(f"<h3>{check} ({len(fs)})</h3><div class='grid'>")
+        parts.extend(card(f.path, f.message) for f in fs)
+        parts.append("</div>")
+    parts.append(f"<h2>Duplicate groups ({len(report.duplicate_groups)})</h2>")
+    status = {r.path: r for r in report.clean}
+    for g in sorted(report.duplicate_groups, key=lambda g: (not g.cross_class, g.id)):
+        title = "label conflict, " if g.cross_class else ""
+        parts.append(
+            f"<div class='group'><b>{title}{g.kind}</b>: {len(g.members)} files<div class='grid'>"
+        )
+        for p, lb in zip(g.members, g.labels, strict=True):
+            parts.append(card(p, f"{lb}: {status[p].status}"))
+        parts.append("</div></div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
