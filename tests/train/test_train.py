@@ -187,10 +187,11 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.parametrize("views", [0, 2], ids=["live", "prefix-cache"])
 def test_resume_after_interrupted_epoch_gives_identical_weights(
-    manifests: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    manifests: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, views: int
 ) -> None:
-    full = fit(tiny_config(manifests, tmp_path / "a"), progress=False)
+    full = fit(tiny_config(manifests, tmp_path / "a", feature_cache_views=views), progress=False)
     # Reports of a finished run.
     run = full.run_dir
     for rel in (
@@ -224,7 +225,7 @@ def test_resume_after_interrupted_epoch_gives_identical_weights(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(loop, "train_one_epoch", dying)
-    cfg_b = tiny_config(manifests, tmp_path / "b")
+    cfg_b = tiny_config(manifests, tmp_path / "b", feature_cache_views=views)
     with pytest.raises(Killed):
         fit(cfg_b, progress=False)
     monkeypatch.setattr(loop, "train_one_epoch", original)
@@ -262,6 +263,9 @@ def test_config_errors(tmp_path: Path) -> None:
     p.write_text(good.replace("epochs = 2", 'epochs = "two"'))
     with pytest.raises(ConfigError, match="epochs"):
         load_config(p)
+    p.write_text(good + "unfreeze = [3]\n" + "[[stages]]\nname = 'b'\nepochs = 1\n")
+    with pytest.raises(ConfigError, match="feature_cache_block"):
+        load_config(p, feature_cache_views=2)
     p.write_text(good + "unfreeze = [30]\n")
     with pytest.raises(ConfigError, match=r"0\.\.18"):
         load_config(p)

@@ -182,3 +182,8 @@ class ImageDataset:
 
     def __getitem__(self, i: int) -> tuple[Any, int]:
         return self.transform(image=self.images[i])["image"], self.targets[i]
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the transform's RNG (Albumentations Compose) for a reproducible stream."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)

@@ -92,6 +92,11 @@ class TrainConfig:
     #: On-disk cache of decoded, resized images (npy keyed by file sha256); None = memory only.
     cache_dir: str | None = ".cache/skyclass"
     epochs_scale: float = 1.0
+    #: Speed on CPUs: when > 0, the frozen prefix ``features[:feature_cache_block]`` (frozen in
+    #: every stage, BatchNorm in eval mode, so deterministic) is run once on this many augmented
+    #: views of each training image, and every epoch draws one view per image. 0 = live pipeline.
+    feature_cache_views: int = 0
+    feature_cache_block: int = 8
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
@@ -109,6 +114,19 @@ class TrainConfig:
             raise ConfigError("epochs_scale must be > 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout must be in [0, 1)")
+        if self.feature_cache_views < 0:
+            raise ConfigError("feature_cache_views must be >= 0")
+        if self.feature_cache_views and not 1 <= self.feature_cache_block < 19:
+            raise ConfigError("feature_cache_block must be in 1..18")
+        if self.feature_cache_views:
+            deep = [
+                s.name for s in self.stages if any(i < self.feature_cache_block for i in s.unfreeze)
+            ]
+            if deep:
+                raise ConfigError(
+                    f"stage(s) {deep} unfreeze blocks below feature_cache_block="
+                    f"{self.feature_cache_block}; lower it or set feature_cache_views = 0"
+                )
         names = [s.name for s in self.stages]
         if len(set(names)) != len(names):
             raise ConfigError(f"stage names must be unique, got {names}")

@@ -98,12 +98,12 @@ def _train_loader(ds: ImageDataset, config: TrainConfig, seed: int) -> Any:
     from torch.utils.data import DataLoader, RandomSampler
 
     torch.manual_seed(seed)
-    ds.transform.set_random_seed(seed)
+    ds.reseed(seed)
     generator = torch.Generator().manual_seed(seed)
 
     def init_worker(worker_id: int) -> None:
         info = torch.utils.data.get_worker_info()
-        info.dataset.transform.set_random_seed(seed + 1 + worker_id)
+        info.dataset.reseed(seed + 1 + worker_id)
 
     return DataLoader(
         ds,
@@ -113,6 +113,47 @@ def _train_loader(ds: ImageDataset, config: TrainConfig, seed: int) -> Any:
         num_workers=config.workers,
         worker_init_fn=init_worker if config.workers > 0 else None,
     )
+
+
+class ViewDataset:
+    """Cached prefix features: ``views[v, i]`` is view v of item i; ``reseed`` picks, for each
+    item, which view this epoch sees."""
+
+    def __init__(self, views: Any, targets: list[int]) -> None:
+        import torch
+
+        self.views = views
+        self.targets = list(targets)
+        self.choice = torch.zeros(len(targets), dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        return self.views[self.choice[i], i], self.targets[i]
+
+    def reseed(self, seed: int) -> None:
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        self.choice = torch.randint(self.views.shape[0], (len(self.targets),), generator=g)
+
+
+def prefix_features(
+    model: Any, ds: ImageDataset, block: int, batch_size: int, desc: str, progress: bool
+) -> Any:
+    """Outputs of ``model.features[:block]`` (eval mode, no grad) for every item of ``ds``."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    model.eval()
+    out = []
+    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    with torch.no_grad():
+        for x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+            out.append(model.features[:block](x))
+    return torch.cat(out)
 
 
 def _eval_loader(ds: ImageDataset, config: TrainConfig) -> Any:
@@ -223,6 +264,39 @@ def fit(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
+    # Frozen-prefix cache: K augmented views of each training image through features[:block].
+    start_block = 0
+    train_src: Any = train_ds
+    if config.feature_cache_views:
+        from torch.utils.data import DataLoader, TensorDataset
+
+        start_block = config.feature_cache_block
+        t0 = time.perf_counter()
+        views = []
+        for v in range(config.feature_cache_views):
+            train_ds.reseed(_seed_for(config, 100_000 + v, salt=31))
+            views.append(
+                prefix_features(
+                    model,
+                    train_ds,
+                    start_block,
+                    config.eval_batch_size,
+                    f"cache view {v + 1}/{config.feature_cache_views}",
+                    progress,
+                )
+            )
+        train_src = ViewDataset(torch.stack(views), train_ds.targets)
+        val_x = prefix_features(
+            model, val_ds, start_block, config.eval_batch_size, "cache val", progress
+        )
+        val_loader = DataLoader(
+            TensorDataset(val_x, torch.tensor(val_ds.targets)), batch_size=config.eval_batch_size
+        )
+        cache_seconds = time.perf_counter() - t0
+        log.info("prefix cache: %d views in %.0f s", config.feature_cache_views, cache_seconds)
+    else:
+        cache_seconds = 0.0
+
     history: list[dict[str, Any]] = list(ckpt["history"]) if ckpt else []
     best_acc: float = ckpt["best_val_accuracy"] if ckpt else -1.0
     stage_lrs: dict[str, float] = dict(ckpt["stage_lrs"]) if ckpt else {}
@@ -272,13 +346,14 @@ def fit(
                 stage_lrs[stage.name] = stage.lr
             else:
                 seed = _seed_for(config, before, salt=17)
-                loader = _train_loader(train_ds, config, seed)
+                loader = _train_loader(train_src, config, seed)
                 res = lr_find(
                     model,
                     loader,
                     config=config.lr_find,
                     stage=stage,
                     first_trainable=k,
+                    start_block=start_block,
                     num_iter=config.lr_find.num_iter,
                     progress=progress,
                 )
@@ -301,7 +376,7 @@ def fit(
         )
         for ep in range(start_ep, n_ep):
             g = before + ep
-            loader = _train_loader(train_ds, config, _seed_for(config, g))
+            loader = _train_loader(train_src, config, _seed_for(config, g))
             desc = f"{stage.name} {ep + 1}/{n_ep}"
             tm = train_one_epoch(
                 model,
@@ -309,6 +384,7 @@ def fit(
                 optimizer,
                 scheduler,
                 first_trainable=k,
+                start_block=start_block,
                 max_steps=config.max_steps,
                 channels_last=config.channels_last,
                 desc=desc,
@@ -317,6 +393,7 @@ def fit(
             vm = evaluate(
                 model,
                 val_loader,
+                start_block=start_block,
                 channels_last=config.channels_last,
                 desc="val",
                 progress=progress,
@@ -369,6 +446,7 @@ def fit(
         "stage_lrs": stage_lrs,
         "images_per_s": _stage_speeds(history),
         "wall_seconds_this_session": time.perf_counter() - wall_start,
+        "feature_cache_seconds": cache_seconds,
     }
     eval_ckpt = load_checkpoint(best_path)
     model.load_state_dict(eval_ckpt["model"])

@@ -34,17 +34,23 @@ class EvalResult:
     losses: np.ndarray
 
 
-def forward(model: nn.Module, x: Any, first_trainable: int = 0) -> Any:
-    """Log-probabilities; blocks before ``first_trainable`` run without building a graph."""
+def forward(model: nn.Module, x: Any, first_trainable: int = 0, start_block: int = 0) -> Any:
+    """Log-probabilities of ``x``, the input of ``features[start_block]`` (0: the image).
+
+    Blocks before ``first_trainable`` run without building a graph.
+    """
     import torch
     import torch.nn.functional as F
 
-    if first_trainable <= 0:
+    if first_trainable <= 0 and start_block == 0:
         return model(x)
-    with torch.no_grad():
-        h = model.features[: min(first_trainable, NUM_FEATURE_BLOCKS)](x)
-    if first_trainable < NUM_FEATURE_BLOCKS:
-        h = model.features[first_trainable:](h)
+    split = max(min(first_trainable, NUM_FEATURE_BLOCKS), start_block)
+    h = x
+    if split > start_block:
+        with torch.no_grad():
+            h = model.features[start_block:split](h)
+    if split < NUM_FEATURE_BLOCKS:
+        h = model.features[split:](h)
     h = torch.flatten(F.adaptive_avg_pool2d(h, (1, 1)), 1)
     return model.classifier(h)
 
@@ -62,6 +68,7 @@ def train_one_epoch(
     scheduler: Any | None,
     *,
     first_trainable: int = 0,
+    start_block: int = 0,
     max_steps: int | None = None,
     channels_last: bool = False,
     desc: str = "train",
@@ -81,7 +88,7 @@ def train_one_epoch(
             break
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = forward(model, x, first_trainable)
+        out = forward(model, x, first_trainable, start_block)
         loss = F.nll_loss(out, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -110,6 +117,7 @@ def evaluate(
     model: nn.Module,
     loader: Iterable,
     *,
+    start_block: int = 0,
     channels_last: bool = False,
     desc: str = "eval",
     progress: bool = True,
@@ -125,7 +133,7 @@ def evaluate(
         for x, y in _progress(loader, len(loader), desc, progress):  # type: ignore[arg-type]
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logps.append(model(x))
+            logps.append(forward(model, x, 0, start_block) if start_block else model(x))
             targets.append(y)
     seconds = time.perf_counter() - start
     logp = torch.cat(logps) if logps else torch.empty(0, 0)

@@ -81,6 +81,7 @@ def lr_find(
     config: LRFindConfig,
     stage: StageConfig,
     first_trainable: int = 0,
+    start_block: int = 0,
     num_iter: int | None = None,
     progress: bool = True,
 ) -> LRFindResult:
@@ -104,7 +105,7 @@ def lr_find(
             for g in optimizer.param_groups:
                 g["lr"] = lr
             x, y = next(batches)
-            out = forward(model, x, first_trainable)
+            out = forward(model, x, first_trainable, start_block)
             loss = F.nll_loss(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
