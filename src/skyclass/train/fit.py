@@ -416,14 +416,6 @@ def fit(
                 "epoch %d (%s): train loss %.3f acc %.3f | val loss %.3f acc %.3f | %.1f img/s",
                 g + 1, desc, tm.loss, tm.accuracy, vm.loss, vm.accuracy, tm.images_per_s,
             )  # fmt: skip
-            if progress:
-                import sys
-
-                print(
-                    f"epoch {g + 1} [{desc}] train loss {tm.loss:.3f} acc {tm.accuracy:.3f} | "
-                    f"val loss {vm.loss:.3f} acc {vm.accuracy:.3f} | {tm.images_per_s:.1f} img/s",
-                    file=sys.stderr,
-                )
             if vm.accuracy > best_acc:
                 best_acc = vm.accuracy
                 save_checkpoint(

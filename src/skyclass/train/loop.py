@@ -55,10 +55,10 @@ def forward(model: nn.Module, x: Any, first_trainable: int = 0, start_block: int
     return model.classifier(h)
 
 
-def _progress(iterable: Iterable, total: int, desc: str, enabled: bool) -> Any:
+def _progress(iterable: Iterable, total: int, desc: str, enabled: bool, leave: bool = False) -> Any:
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not enabled, leave=False)
+    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not enabled, leave=leave)
 
 
 def train_one_epoch(
@@ -82,7 +82,7 @@ def train_one_epoch(
     total = len(loader) if max_steps is None else min(len(loader), max_steps)  # type: ignore[arg-type]
     loss_sum, correct, n = 0.0, 0, 0
     start = time.perf_counter()
-    bar = _progress(loader, total, desc, progress)
+    bar = _progress(loader, total, desc, progress, leave=True)
     for step, (x, y) in enumerate(bar):
         if step >= total:
             break
