@@ -196,6 +196,7 @@ def _print_table(
         others = ", ".join(f"{c} {p:.2f}" for c, p in probs.items() if c != label)
         table.add_row(path, label, f"{confidence:.3f}", others)
     console = Console()
-    if not console.is_terminal:  # piped: do not squeeze paths into 80 columns
-        console = Console(width=160)
+    if not console.is_terminal:  # piped: one row per line, paths whole
+        longest = max((len(r[0]) + sum(len(c) + 6 for c in r[3]) for r in rows), default=0)
+        console = Console(width=max(120, longest + 40))
     console.print(table)
