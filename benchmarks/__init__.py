@@ -1,0 +1,1 @@
+"""skyclass benchmarks: one command (``python -m benchmarks.run``) that prints a table."""

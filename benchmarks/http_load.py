@@ -1,0 +1,169 @@
+"""HTTP: the real ``skyclass serve`` on a free 127.0.0.1 port under wrk (1/8/32 connections).
+
+The benchmark starts the server, waits for ``GET /health``, loads it with wrk POSTing a real photo
+(raw ``image/jpeg`` body, and a multipart one), reads the server's peak RSS (VmHWM) from /proc, and
+stops the server. wrk and the server share this machine's cores, so requests/s is a floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+LUA = Path(__file__).with_name("post.lua")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak) of a process, in bytes."""
+    out: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "VmRSS"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> float:
+    """Seconds until ``url`` answers 200; raises if the server exits or the time runs out."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before answering")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return time.perf_counter() - start
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not answer {url} within {timeout:.0f} s")
+
+
+def run_wrk(
+    url: str, body: Path, content_type: str, connections: int, seconds: float
+) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type}
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url,
+    ]
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            raw = json.loads(line.removeprefix("BENCH_JSON "))
+            seconds_run = raw["duration_us"] / 1e6
+            return {
+                "connections": connections,
+                "requests": raw["requests"],
+                "requests_per_s": raw["requests"] / seconds_run if seconds_run else 0.0,
+                "p50_ms": raw["p50_us"] / 1000.0,
+                "p90_ms": raw["p90_us"] / 1000.0,
+                "p99_ms": raw["p99_us"] / 1000.0,
+                "max_ms": raw["max_us"] / 1000.0,
+                "non2xx": raw["non2xx"],
+                "socket_errors": raw["connect"] + raw["read"] + raw["write"] + raw["timeout"],
+                "errors": raw["non2xx"]
+                + raw["connect"]
+                + raw["read"]
+                + raw["write"]
+                + raw["timeout"],
+            }
+    raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()[:300]}")
+
+
+def serve_command(model_dir: Path, port: int) -> list[str]:
+    exe = Path(sys.executable).with_name("skyclass")
+    prefix = [str(exe)] if exe.is_file() else [sys.executable, "-m", "skyclass.cli"]
+    return [*prefix, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)]
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run: a body file POSTed with a Content-Type over a number of connections."""
+
+    name: str
+    body: Path
+    content_type: str
+    connections: int
+
+
+def measure(
+    model_dir: Path,
+    loads: list[Load],
+    *,
+    seconds: float,
+    threads: int,
+    cwd: Path,
+) -> dict[str, Any]:
+    """Start the server, run each load in order (after a warm-up), read its peak RSS, stop it."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk; scripts/test.sh does)")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SKYCLASS_THREADS": str(threads)}
+    proc = subprocess.Popen(
+        serve_command(model_dir, port),
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        try:
+            ready_s = wait_healthy(f"{base}/health", proc)
+        except RuntimeError as exc:
+            err = b""
+            if proc.poll() is not None and proc.stderr:
+                err = proc.stderr.read()[-400:]
+            raise RuntimeError(f"{exc}: {err.decode(errors='replace').strip()}") from exc
+        url = f"{base}/classify"
+        run_wrk(url, loads[0].body, loads[0].content_type, 1, 1)  # warm-up, not recorded
+        rss_idle = proc_status(proc.pid)
+        results = []
+        for load in loads:
+            result = run_wrk(url, load.body, load.content_type, load.connections, seconds)
+            results.append({"name": load.name, **result})
+        peak = proc_status(proc.pid)
+        return {
+            "url": url,
+            "ready_s": ready_s,
+            "loads": results,
+            "server_rss_after_warmup_bytes": rss_idle.get("VmRSS"),
+            "server_peak_rss_bytes": peak.get("VmHWM"),
+            "seconds_per_level": seconds,
+        }
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)

@@ -1,0 +1,66 @@
+"""Training and audit throughput: read from the newest run, and from the data helper's benchmark.
+
+Training is not re-run here (all stages take minutes to tens of minutes on 2 cores): its numbers
+come from the newest ``runs/*/metrics.csv`` (``train_images_per_s`` per epoch, grouped by stage)
+and ``summary.json``. The audit is run, through ``benchmarks.bench_audit.run`` when it exists.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.stats import percentile
+
+
+def newest_run(runs_dir: Path) -> Path | None:
+    runs = [p.parent for p in runs_dir.glob("*/metrics.csv")]
+    return max(runs, key=lambda p: (p / "metrics.csv").stat().st_mtime) if runs else None
+
+
+def training(runs_dir: Path) -> dict[str, Any]:
+    """Median train images/s per stage, epochs and seconds per stage, of the newest run."""
+    run = newest_run(runs_dir)
+    if run is None:
+        raise FileNotFoundError(f"no runs/*/metrics.csv under {runs_dir} (train a model first)")
+    stages: dict[str, dict[str, Any]] = {}
+    with open(run / "metrics.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            stage = stages.setdefault(row["stage"], {"ips": [], "seconds": 0.0, "epochs": 0})
+            stage["ips"].append(float(row["train_images_per_s"]))
+            stage["seconds"] += float(row.get("seconds") or 0.0)
+            stage["epochs"] += 1
+    summary: dict[str, Any] = {}
+    if (run / "summary.json").is_file():
+        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    return {
+        "run": run.name,
+        "stages": {
+            name: {
+                "train_images_per_s_p50": percentile(s["ips"], 50),
+                "epochs": s["epochs"],
+                "seconds": s["seconds"],
+            }
+            for name, s in stages.items()
+        },
+        "epoch_seconds_total": sum(s["seconds"] for s in stages.values()),
+        "feature_cache_seconds": summary.get("feature_cache_seconds"),
+        "wall_seconds_last_session": summary.get("wall_seconds_this_session"),
+        "test_accuracy": summary.get("test_accuracy"),
+    }
+
+
+def audit(data_root: Path, workdir: Path) -> list[dict[str, Any]]:
+    """The data helper's audit benchmark (``benchmarks/bench_audit.py``: ``run(data_root,
+    workdir) -> list[dict]``), rows as it returns them."""
+    try:
+        module = importlib.import_module("benchmarks.bench_audit")
+    except ModuleNotFoundError as exc:
+        if exc.name != "benchmarks.bench_audit":
+            raise
+        raise FileNotFoundError("benchmarks/bench_audit.py is not there yet") from exc
+    workdir.mkdir(parents=True, exist_ok=True)
+    return list(module.run(data_root, workdir))
