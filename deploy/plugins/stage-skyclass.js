@@ -36,7 +36,7 @@ class StageSkyclass {
     const models = String(custom.models || '')
       .split(',')
       .map((m) => m.trim())
-      .filter(Boolean);
+      .filter((m) => m && m !== 'none'); // --param cannot be empty: "none" = S3 only
     for (const m of models) {
       if (!/^[A-Za-z0-9._-]+$/.test(m)) throw new Error(`custom.skyclass.models: bad name ${m}`);
     }
