@@ -1,4 +1,4 @@
-"""Real API Gateway event fixtures (REST payload v1, HTTP API payload v2), as Powertools keeps them."""
+"""Real API Gateway event fixtures (REST payload v1, HTTP API payload v2), as Powertools keeps."""
 
 from __future__ import annotations
 
