@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         type=Path,
         default=None,
         help="the training checkpoint the model folder was exported from (the peer's weights); "
-        "default: the shared backbone + the head read from model.onnx",
+        "default: the newest runs/*/checkpoints/best.pt that matches model.onnx, else the shared "
+        "backbone + the head read from model.onnx",
     )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work")
@@ -522,13 +523,39 @@ def audit_rows(opt: Options, raw: dict[str, Any]) -> list[Row]:
     raw["audit"] = results
     rows = []
     for r in results:
-        name = str(r.get("name") or r.get("set") or r.get("dataset") or "audit")
-        rest = ", ".join(
-            f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in r.items()
-            if k not in ("name", "set", "dataset")
+        name = str(r.get("set") or r.get("name") or "audit")
+        ips = r.get("images_per_s")
+        if isinstance(ips, int | float) and "peak_rss_main_mb" in r:
+            value = (
+                f"{ips:.0f} images/s ({r.get('files')} files, {r.get('seconds')} s, "
+                f"{r.get('workers')} workers); peak RSS main {r['peak_rss_main_mb']:.0f} MB, "
+                f"largest worker {r.get('peak_rss_worker_mb', 0):.0f} MB"
+            )
+        else:
+            value = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("set", "name"))
+        first = not rows
+        ok = isinstance(ips, int | float) and ips >= 100
+        flat = ""
+        if not first and "peak_rss_main_mb" in r and "peak_rss_main_mb" in results[0]:
+            base = results[0]
+            grew = max(
+                r["peak_rss_main_mb"] / max(base["peak_rss_main_mb"], 1e-9),
+                r.get("peak_rss_worker_mb", 0) / max(base.get("peak_rss_worker_mb", 0), 1e-9),
+            )
+            flat = verdict(grew < 1.5, f"{grew:.1f}x the shared set's peak")
+        rows.append(
+            Row(
+                section,
+                f"{name}: images/s, peak RSS" + (f" ({r['note']})" if r.get("note") else ""),
+                value,
+                "",
+                "",
+                ">= 100 images/s" if first else "memory flat vs the shared set",
+                verdict(ok, f"{ips:.0f} images/s")
+                if first and isinstance(ips, int | float)
+                else flat,
+            )
         )
-        rows.append(Row(section, name, rest, "", "", ">= 100 images/s"))
     return rows
 
 
@@ -569,11 +596,25 @@ def main(argv: list[str] | None = None) -> int:
     needs_peer = {"inference", "cold", "artifact"} & set(opt.sections)
     if needs_peer:
         try:
+            from benchmarks.inference import pick_images
             from benchmarks.peer.build import build_peer
             from skyclass.serve.bundle import load_bundle
+            from skyclass.serve.preprocess import preprocess
+
+            bundle = load_bundle(opt.model_dir)
+            checkpoints = sorted(
+                REPO.glob("runs/*/checkpoints/best.pt"), key=lambda p: p.stat().st_mtime
+            )[::-1][:3]
 
             peer = build_peer(
-                load_bundle(opt.model_dir), opt.weights, opt.work / "peer-model", opt.checkpoint
+                bundle,
+                opt.weights,
+                opt.work / "peer-model",
+                preprocess(
+                    pick_images(opt.data_root)["1-2 MP baseline JPEG"].read_bytes(),
+                    bundle.preprocess,
+                ),
+                [opt.checkpoint] if opt.checkpoint else checkpoints,
             )
         except Exception as exc:
             peer_error = f"peer model: {short(exc)}"
@@ -644,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "- ratios compare the two sides measured in this same run (interleaved); medians and p95",
     ]
     table = render(rows, header)
-    print(table)
+    print(table, end="")
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     result = {
         "started": started.isoformat(),

@@ -1,10 +1,10 @@
 """Build the peer's model from the same weights as the skyclass model folder.
 
-Source of the weights, in order: an explicit skyclass checkpoint (``--checkpoint``, the run the
-ONNX file was exported from); else the shared ImageNet backbone plus the classifier head read out
-of ``model.onnx`` (exact for a head-only model such as the bundled placeholder). The result is
-checked against ONNX Runtime on a real image and the difference is reported, so a table never
-compares different networks without saying so.
+Candidates for the weights, in order: the checkpoints given (``--checkpoint``, else the newest
+``runs/*/checkpoints/best.pt`` first), then the shared ImageNet backbone plus the classifier head
+read out of ``model.onnx`` (exact for a head-only model such as the bundled placeholder). The first
+whose output matches ONNX Runtime's on a real photo is used, and the difference is reported, so a
+table never compares different networks without saying so.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class PeerModel:
     eager: nn.Module
     model_dir: Path  # holds model.pt (TorchScript) and labels.json for the peer handler
     weights_source: str
+    max_abs_diff: float  # of probabilities against ONNX Runtime fp32 on a real photo
 
 
 def _onnx_head(onnx_path: Path) -> dict[str, np.ndarray]:
@@ -40,15 +41,14 @@ def _onnx_head(onnx_path: Path) -> dict[str, np.ndarray]:
     }
 
 
-def eager_model(
-    bundle: ModelBundle, weights: Path, checkpoint: Path | None = None
-) -> tuple[nn.Module, str]:
-    """MobileNetV2 in eval mode with the bundle's weights, and where they came from."""
-    if checkpoint is not None:
-        model, ckpt = load_trained(checkpoint)
-        if list(ckpt["class_names"]) != list(bundle.labels):
-            raise ValueError(f"{checkpoint} has classes {ckpt['class_names']}, not the bundle's")
-        return model, f"checkpoint {checkpoint.name}"
+def _from_checkpoint(bundle: ModelBundle, checkpoint: Path) -> nn.Module:
+    model, ckpt = load_trained(checkpoint)
+    if list(ckpt["class_names"]) != list(bundle.labels):
+        raise ValueError(f"{checkpoint} has classes {ckpt['class_names']}, not the bundle's")
+    return model
+
+
+def _from_backbone(bundle: ModelBundle, weights: Path) -> tuple[nn.Module, str]:
     model = build_model(bundle.num_classes, weights=weights).eval()
     head = _onnx_head(bundle.root / bundle.file("fp32").path)
     linear = model.classifier[1]
@@ -60,15 +60,64 @@ def eager_model(
     return model, "shared ImageNet backbone, random head (no named head in model.onnx)"
 
 
+def _diff(model: nn.Module, onnx_probs: np.ndarray, probe: np.ndarray) -> float:
+    with torch.no_grad():
+        probs = model(torch.from_numpy(probe.copy())).exp().numpy()
+    return float(np.abs(probs - onnx_probs).max())
+
+
+def eager_model(
+    bundle: ModelBundle,
+    weights: Path,
+    probe: np.ndarray,
+    checkpoints: list[Path],
+    tolerance: float = 1e-4,
+) -> tuple[nn.Module, str, float]:
+    """MobileNetV2 (eval mode) with the weights of the bundle's fp32 ONNX file.
+
+    Tries each checkpoint in turn (newest training runs first), then the shared backbone with the
+    head read from model.onnx, and takes the first whose probabilities on ``probe`` match ONNX
+    Runtime's within ``tolerance``; if none does, the closest, with the difference reported.
+    Returns (model, where its weights came from, max abs difference of probabilities).
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(bundle.root / bundle.file("fp32").path), providers=["CPUExecutionProvider"]
+    )
+    (log_probs,) = session.run([bundle.output_name], {bundle.input_name: probe})
+    onnx_probs = np.exp(log_probs)
+    tried: list[tuple[float, nn.Module, str]] = []
+    for checkpoint in checkpoints:
+        try:
+            model = _from_checkpoint(bundle, checkpoint)
+        except (ValueError, KeyError, RuntimeError, OSError):
+            continue
+        diff = _diff(model, onnx_probs, probe)
+        source = f"checkpoint {checkpoint.parent.parent.name}/{checkpoint.name}"
+        if diff < tolerance:
+            return model, source, diff
+        tried.append((diff, model, source))
+    model, source = _from_backbone(bundle, weights)
+    diff = _diff(model, onnx_probs, probe)
+    tried.append((diff, model, source))
+    diff, model, source = min(tried, key=lambda t: t[0])
+    return model, source, diff
+
+
 def build_peer(
-    bundle: ModelBundle, weights: Path, out_dir: Path, checkpoint: Path | None = None
+    bundle: ModelBundle,
+    weights: Path,
+    out_dir: Path,
+    probe: np.ndarray,
+    checkpoints: list[Path],
 ) -> PeerModel:
     """Write ``out_dir/model.pt`` (TorchScript, traced) and ``labels.json``; return the models."""
-    model, source = eager_model(bundle, weights, checkpoint)
+    model, source, diff = eager_model(bundle, weights, probe, checkpoints)
     out_dir.mkdir(parents=True, exist_ok=True)
     height, width = bundle.preprocess.size
     with torch.no_grad():
         traced = torch.jit.trace(model, torch.zeros(1, 3, height, width))
     traced.save(str(out_dir / "model.pt"))
     (out_dir / "labels.json").write_text(json.dumps(list(bundle.labels)), encoding="utf-8")
-    return PeerModel(eager=model, model_dir=out_dir, weights_source=source)
+    return PeerModel(eager=model, model_dir=out_dir, weights_source=source, max_abs_diff=diff)
