@@ -2,8 +2,107 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+
+def export(
+    source: str = typer.Argument(
+        None,
+        help="A run dir (uses checkpoints/best.pt and its data paths) or a checkpoint file.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(..., "--out", help="The model folder to write (models/NAME)."),
+    pretrained: str = typer.Option(
+        None,
+        help="Export a plain pretrained classifier instead of a run: 'imagenet' (the 1000-class "
+        "torchvision MobileNetV2; needs --weights, and --data-root for calibration/parity photos).",
+    ),
+    weights: Path = typer.Option(None, help="State_dict for --pretrained imagenet."),
+    name: str = typer.Option(None, help="Model name [default: run dir name]."),
+    version: str = typer.Option(None, help="Model version [default: from stage/epoch]."),
+    data_root: Path = typer.Option(
+        None, help="Image root for manifests [default: the checkpoint's]; or a folder to sample."
+    ),
+    calibration_manifest: Path = typer.Option(
+        None, help="CSV of int8 calibration images [default: the run's train manifest]."
+    ),
+    calibration_size: int = typer.Option(300, help="Calibration images (stratified sample)."),
+    test_manifest: Path = typer.Option(
+        None, help="CSV of parity/test images [default: the run's test manifest]."
+    ),
+    parity_size: int = typer.Option(
+        None, help="Cap on parity images [default: the whole test manifest, or 200 sampled]."
+    ),
+    example: list[Path] = typer.Option(None, help="A photo whose top-5 the card shows."),
+    ood_image: list[Path] = typer.Option(
+        None, help="A photo of none of the classes; the card says what the model answers."
+    ),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write model.int8.onnx."),
+    top_k: int = typer.Option(None, help="top_k in model.json [default: all if <= 10, else 5]."),
+    min_int8_agreement: float = typer.Option(
+        0.99, help="Bound: int8 vs fp32 top-1 agreement (fraction)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
+) -> None:
+    """Export a trained run (or pretrained ImageNet weights) to a model folder: ONNX fp32 + int8,
+    parity.json, MODEL_CARD.md and model.json. Exits non-zero, writing nothing, if parity fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from skyclass.export.config import ExportConfig, ExportError, ParityBounds
+
+    err = Console(stderr=True)
+    try:
+        config = ExportConfig(
+            out=str(out),
+            source=source,
+            pretrained=pretrained,
+            weights=str(weights) if weights else None,
+            name=name,
+            version=version,
+            data_root=str(data_root) if data_root else None,
+            calibration_manifest=str(calibration_manifest) if calibration_manifest else None,
+            calibration_size=calibration_size,
+            test_manifest=str(test_manifest) if test_manifest else None,
+            parity_size=parity_size,
+            examples=tuple(str(p) for p in example or ()),
+            ood_images=tuple(str(p) for p in ood_image or ()),
+            int8=int8,
+            force=force,
+            top_k=top_k,
+            bounds=ParityBounds(min_int8_agreement=min_int8_agreement),
+        )
+        from skyclass.export.pipeline import ParityError, run_export
+
+        with err.status("exporting..."):
+            result = run_export(config)
+    except ParityError as exc:
+        _print_table(exc.report, Console(), Table, title="parity (FAILED, nothing written)")
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    except ExportError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console = Console()
+    _print_table(result.parity, console, Table, title=f"parity: {result.out}")
+    for variant, f in result.bundle.files.items():
+        console.print(f"{variant}: {result.out / f.path} {f.bytes:,} B sha256 {f.sha256}")
+    console.print(f"wrote {result.out} in {result.seconds['total']:.1f} s")
+
+
+def _print_table(report, console, table_cls, title: str) -> None:  # type: ignore[no-untyped-def]
+    from skyclass.export.parity import parity_rows
+
+    table = table_cls(title=title)
+    for col in ("check", "value", "bound"):
+        table.add_column(col)
+    for row in parity_rows(report):
+        table.add_row(*row)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the skyclass CLI."""
+    app.command("export")(export)

@@ -1,0 +1,84 @@
+"""int8 by ONNX Runtime static quantization: QDQ, per-channel weights, calibrated on real images.
+
+The calibration images are preprocessed by the serving code, so the activation ranges are those the
+served model sees. The output LogSoftmax stays in float.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Operators left in float: the output's (log-)softmax needs its dynamic range.
+KEEP_FLOAT = ("LogSoftmax", "Softmax")
+
+
+def quantize_int8(
+    fp32_path: Path,
+    out_path: Path,
+    calibration: np.ndarray,
+    *,
+    batch_size: int = 16,
+    method: str = "minmax",
+) -> None:
+    """Write a QDQ int8 model of ``fp32_path`` to ``out_path``, calibrated on ``calibration``.
+
+    ``calibration``: (N,3,H,W) float32, the model's real inputs. ``quant_pre_process`` (shape
+    inference and graph optimisation) runs first, as ONNX Runtime recommends.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, data: np.ndarray, input_name: str) -> None:
+            self._batches = [data[i : i + batch_size] for i in range(0, len(data), batch_size)]
+            self._input_name = input_name
+            self._next = 0
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            if self._next >= len(self._batches):
+                return None
+            self._next += 1
+            return {self._input_name: self._batches[self._next - 1]}
+
+        def rewind(self) -> None:
+            self._next = 0
+
+    model = onnx.load(str(fp32_path))
+    input_name = model.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="quant-", dir=out_path.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
+        pre_model = onnx.load(str(pre))
+        keep_float = [n.name for n in pre_model.graph.node if n.op_type in KEEP_FLOAT]
+        quantize_static(
+            str(pre),
+            str(out_path),
+            Reader(calibration.astype(np.float32), input_name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[method],
+            nodes_to_exclude=keep_float,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    log.info("int8 model written (%d calibration images, %s)", len(calibration), method)
