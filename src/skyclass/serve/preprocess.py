@@ -93,6 +93,10 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         pass
     except Exception as exc:  # a header that Pillow recognised but could not parse
         raise CorruptImage("the image header is damaged") from exc
+    # A supported format's signature that Pillow would not open: a damaged header (bad CRC...).
+    damaged = _signature_format(data)
+    if damaged in limits.formats:
+        raise CorruptImage(f"the {damaged} header is damaged")
     # Not one of ours: is it an image in some other format, or not an image at all?
     try:
         other = Image.open(io.BytesIO(data))
@@ -104,6 +108,23 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
             f"{fmt} images are not supported; send one of {', '.join(limits.formats[:5])}"
         )
     raise NotAnImage("the data is not an image in a format we know")
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _signature_format(data: bytes) -> str | None:
+    """The format named by the file's magic bytes, whatever follows them."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
 
 
 def decode_image(
