@@ -53,7 +53,7 @@ def export(
 
     from skyclass.export.config import ExportConfig, ExportError, ParityBounds
 
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         config = ExportConfig(
             out=str(out),

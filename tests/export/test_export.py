@@ -1,0 +1,252 @@
+"""skyclass export on a tiny real checkpoint: shared weights, a few steps on real photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from skyclass.cli import build_app
+from skyclass.export.config import ExportConfig, ExportError, ParityBounds
+from skyclass.export.pipeline import ParityError, run_export
+from skyclass.model import build_model
+from skyclass.serve.bundle import load_bundle, sha256_file
+from skyclass.serve.predictor import Predictor
+from skyclass.serve.preprocess import PreprocessConfig, preprocess
+from tests.conftest import CLASSES, DATA_ROOT, shared_images
+
+PRE = PreprocessConfig()
+
+
+def _write_manifest(path: Path, files: list[Path]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "group"])
+        for f in files:
+            rel = f.relative_to(DATA_ROOT)
+            writer.writerow([rel.as_posix(), rel.parts[0], f.stem])
+    return path
+
+
+def _batch(files: list[Path]) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([preprocess(f.read_bytes(), PRE) for f in files]))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> Path:
+    """Contract-format checkpoint: shared ImageNet backbone + head trained 3 steps on 12 photos."""
+    tmp = tmp_path_factory.mktemp("ckpt")
+    train = [f for c in CLASSES for f in shared_images(c, 6)]
+    test = [f for c in CLASSES for f in shared_images(c, 8)[6:8]]
+    torch.manual_seed(0)
+    model = build_model(len(CLASSES), weights=weights_path)
+    for p in model.features.parameters():
+        p.requires_grad = False
+    x = _batch(train[::2])
+    y = torch.tensor([CLASSES.index(f.parent.name) for f in train[::2]])
+    opt = torch.optim.Adam(model.classifier.parameters(), lr=3e-3)
+    model.train()
+    model.features.eval()
+    for _ in range(3):
+        opt.zero_grad()
+        loss = torch.nn.functional.nll_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    model.eval()
+    ckpt = {
+        "model": model.state_dict(),
+        "class_names": list(CLASSES),
+        "preprocess": PRE.to_dict(),
+        "dropout": 0.2,
+        "arch": "mobilenet_v2",
+        "epoch": 1,
+        "stage": "head",
+        "config": {},
+        "data": {
+            "root": str(DATA_ROOT),
+            "train": str(_write_manifest(tmp / "train.csv", train)),
+            "val": str(_write_manifest(tmp / "val.csv", test)),
+            "test": str(_write_manifest(tmp / "test.csv", test)),
+        },
+        "metrics": {"val_accuracy": 0.5},
+        "optimizer": opt.state_dict(),
+        "scheduler": None,
+        "rng": None,
+    }
+    path = tmp / "best.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    config = ExportConfig(
+        out=str(out),
+        source=str(checkpoint),
+        calibration_size=16,
+        version="0.1",
+        ood_images=(str(_sample_photo("grace_hopper.jpg")),),
+        # A 3-step head is unsure on some photos; agreement is asserted below, not gated here.
+        bounds=ParityBounds(min_int8_agreement=0.5),
+    )
+    return run_export(config)
+
+
+def _sample_photo(name: str) -> Path:
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / name
+
+
+def test_model_folder_loads_and_hashes_match(exported) -> None:
+    bundle = load_bundle(exported.out)
+    assert bundle.labels == CLASSES
+    assert bundle.name == "best" and bundle.version == "0.1"
+    assert bundle.preprocess == PRE
+    assert bundle.input_name == "input" and bundle.output_name == "log_probs"
+    assert set(bundle.files) == {"fp32", "int8"}
+    for f in bundle.files.values():
+        path = exported.out / f.path
+        assert sha256_file(path) == f.sha256 and path.stat().st_size == f.bytes
+    names = sorted(p.name for p in exported.out.iterdir())
+    assert names == ["MODEL_CARD.md", "model.int8.onnx", "model.json", "model.onnx", "parity.json"]
+    assert not [p for p in exported.out.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_onnx_checker_opset_and_names(exported) -> None:
+    model = onnx.load(str(exported.out / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["log_probs"]
+    int8 = onnx.load(str(exported.out / "model.int8.onnx"))
+    ops = {n.op_type for n in int8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "LogSoftmax"} <= ops
+    # LogSoftmax runs in float and its output is the graph's: no QuantizeLinear after it.
+    soft = next(n for n in int8.graph.node if n.op_type == "LogSoftmax")
+    assert soft.output[0] == "log_probs"
+    assert not [n for n in int8.graph.node if "log_probs" in n.input]
+
+
+def test_predictor_matches_pytorch_on_real_photos(exported, checkpoint: Path) -> None:
+    from skyclass.model import load_trained
+
+    model, _ = load_trained(checkpoint)
+    photos = [f for c in CLASSES for f in shared_images(c, 12)[10:12]]
+    predictor = Predictor(exported.out)
+    with torch.inference_mode():
+        expected = model(_batch(photos)).exp().double().numpy()
+    for photo, probs in zip(photos, expected, strict=True):
+        got = predictor.predict(photo.read_bytes())
+        assert got.label == CLASSES[int(probs.argmax())]
+        assert list(got.probabilities) == [CLASSES[i] for i in np.argsort(-probs)]
+        diffs = [abs(got.probabilities[c] - probs[i]) for i, c in enumerate(CLASSES)]
+        assert max(diffs) < 1e-4
+
+
+@pytest.mark.parametrize("variant", ["model.onnx", "model.int8.onnx"])
+def test_dynamic_batch(exported, variant: str) -> None:
+    session = ort.InferenceSession(str(exported.out / variant), providers=["CPUExecutionProvider"])
+    photos = shared_images(CLASSES[0], 3)
+    x = _batch(photos).numpy()
+    (three,) = session.run(None, {"input": x})
+    (one,) = session.run(None, {"input": x[:1]})
+    assert three.shape == (3, len(CLASSES)) and one.shape == (1, len(CLASSES))
+    np.testing.assert_allclose(np.exp(one[0]), np.exp(three[0]), atol=1e-5)
+    np.testing.assert_allclose(np.exp(three).sum(1), 1.0, atol=1e-4)
+
+
+def test_int8_smaller_and_agrees_on_real_photos(exported) -> None:
+    fp32 = Predictor(exported.out, variant="fp32")
+    int8 = Predictor(exported.out, variant="int8")
+    photos = [f for c in CLASSES for f in shared_images(c, 14)[12:14]]
+    same = [
+        fp32.predict(p.read_bytes()).label == int8.predict(p.read_bytes()).label for p in photos
+    ]
+    assert sum(same) >= 0.75 * len(photos), same
+    b = exported.bundle
+    assert b.files["fp32"].bytes >= 3 * b.files["int8"].bytes
+
+
+def test_parity_json_and_card(exported) -> None:
+    parity = json.loads((exported.out / "parity.json").read_text())
+    assert parity["passed"] is True and parity["failures"] == []
+    assert parity["n"] == 8 and parity["n_labelled"] == 8
+    assert parity["fp32_max_abs_diff"] < 1e-4 and parity["fp32_top1_mismatches"] == 0
+    assert 0.5 <= parity["int8_top1_agreement"] <= 1.0
+    assert parity["size_ratio"] >= 3.0
+    assert parity["images"]["calibration"] == 16
+    assert parity["serving_check"]["max_abs_diff"] < 1e-4
+    assert parity["fp32_bytes"] == exported.bundle.files["fp32"].bytes
+    card = (exported.out / "MODEL_CARD.md").read_text()
+    for text in ("## Metrics", "Confusion matrix", "## Parity", "## Known limits", "grace_hopper"):
+        assert text in card
+    assert exported.bundle.files["int8"].sha256 in card
+
+
+def test_refuses_to_overwrite_without_force(exported, checkpoint: Path) -> None:
+    before = sha256_file(exported.out / "model.json")
+    result = CliRunner().invoke(
+        build_app(), ["export", str(checkpoint), "--out", str(exported.out), "--no-int8"]
+    )
+    assert result.exit_code == 1
+    assert "--force" in result.output and "Traceback" not in result.output
+    assert sha256_file(exported.out / "model.json") == before
+
+
+def test_force_replaces(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    run_export(
+        ExportConfig(out=str(out), source=str(checkpoint), int8=False, parity_size=2, force=True)
+    )
+    assert not (out / "stale.txt").exists()
+    assert set(load_bundle(out).files) == {"fp32"}
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "garbage", "not-a-checkpoint"])
+def test_bad_checkpoint_is_one_line_error(kind: str, tmp_path: Path) -> None:
+    ckpt = tmp_path / "best.pt"
+    if kind == "garbage":
+        ckpt.write_bytes(b"this is not a checkpoint")
+    elif kind == "not-a-checkpoint":
+        torch.save({"weights": 1}, ckpt)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_app(), ["export", str(ckpt), "--out", str(out)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert [p.name for p in tmp_path.iterdir()] == ([] if kind == "missing" else ["best.pt"])
+
+
+def test_parity_failure_writes_nothing(checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    config = ExportConfig(
+        out=str(out),
+        source=str(checkpoint),
+        int8=False,
+        parity_size=2,
+        bounds=ParityBounds(max_prob_diff=0.0),
+    )
+    with pytest.raises(ParityError) as info:
+        run_export(config)
+    assert "max abs prob diff" in str(info.value)
+    assert info.value.report.fp32_max_abs_diff < 1e-4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_refuses_both_sources() -> None:
+    with pytest.raises(ExportError):
+        ExportConfig(out="x", source="runs/a", pretrained="imagenet")
+    with pytest.raises(ExportError):
+        ExportConfig(out="x", pretrained="resnet")
