@@ -465,7 +465,7 @@ def _hash_words(hexes: Sequence[str]) -> np.ndarray:
 
 
 def near_pairs(
-    hashes: Sequence[str], mirrors: Sequence[str] | None, threshold: int, block: int = 256
+    hashes: Sequence[str], mirrors: Sequence[str] | None, threshold: int, block: int = 64
 ) -> Iterator[tuple[int, int, int, bool]]:
     """(i, j, distance, mirrored) for i < j within ``threshold`` bits; O(block * n) memory."""
     h = _hash_words(hashes)
@@ -656,7 +656,13 @@ def kmeans_outliers(scores: Sequence[FileScores], config: AuditConfig) -> list[K
         best = None
         for k in candidates:
             km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(z)
-            sil = float(silhouette_score(z, km.labels_)) if k > 1 else None
+            # silhouette is O(n^2) in memory: score a fixed-size sample of big classes
+            sample = 2000 if len(z) > 2000 else None
+            sil = (
+                float(silhouette_score(z, km.labels_, sample_size=sample, random_state=0))
+                if k > 1
+                else None
+            )
             if best is None or (sil is not None and (best[1] is None or sil > best[1])):
                 best = (km, sil, k)
         assert best is not None
