@@ -128,6 +128,9 @@ def _serving_check(folder: Path, rows: list[ImageRow], torch_probs: np.ndarray) 
 
 
 def _publish(tmp: Path, out: Path, force: bool) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it 0700
     if out.exists():
         if not force:
             raise ExportError(f"{out} exists; pass --force to replace it")
