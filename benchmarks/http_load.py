@@ -58,9 +58,10 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0)
 
 
 def run_wrk(
-    url: str, body: Path, content_type: str, connections: int, seconds: float
+    url: str, body: Path | None, content_type: str, connections: int, seconds: float
 ) -> dict[str, Any]:
-    env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": content_type}
+    """One wrk run (POST ``body``, or GET where it is None); latency in ms, errors counted."""
+    env = {**os.environ, "BENCH_BODY": str(body or ""), "BENCH_CONTENT_TYPE": content_type}
     cmd = [
         "wrk",
         "-t1",
@@ -109,9 +110,10 @@ class Load:
     """One wrk run: a body file POSTed with a Content-Type over a number of connections."""
 
     name: str
-    body: Path
+    body: Path | None  # None: GET
     content_type: str
     connections: int
+    path: str = "/classify"
 
 
 def measure(
@@ -148,7 +150,9 @@ def measure(
         rss_idle = proc_status(proc.pid)
         results = []
         for load in loads:
-            result = run_wrk(url, load.body, load.content_type, load.connections, seconds)
+            result = run_wrk(
+                base + load.path, load.body, load.content_type, load.connections, seconds
+            )
             results.append({"name": load.name, **result})
         peak = proc_status(proc.pid)
         return {

@@ -1,10 +1,13 @@
 -- wrk script: POST one real image file; at the end print one JSON line with the results.
--- BENCH_BODY: path of the file; BENCH_CONTENT_TYPE: its Content-Type (raw or multipart body).
-local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "image/jpeg"
+-- BENCH_BODY: path of the file (empty: a plain GET); BENCH_CONTENT_TYPE: its Content-Type.
+local path = os.getenv("BENCH_BODY") or ""
+if path ~= "" then
+  local f = assert(io.open(path, "rb"))
+  wrk.method = "POST"
+  wrk.body = f:read("*a")
+  f:close()
+  wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "image/jpeg"
+end
 
 local non2xx = 0
 local threads = {}

@@ -93,9 +93,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
         out=args.out.resolve(),
         work=args.work.resolve(),
         sections=sections,
-        model_reps=10 if quick else 200,
+        model_reps=10 if quick else 150,
         batch_reps=2 if quick else 12,
-        e2e_reps=5 if quick else 60,
+        e2e_reps=5 if quick else 40,
         cold_runs=args.cold_runs or (2 if quick else 7),
         http_seconds=args.http_seconds or (3.0 if quick else 10.0),
         connections=(1, 8, 32),
@@ -359,6 +359,8 @@ def http_rows(opt: Options, raw: dict[str, Any]) -> list[Row]:
         )
     )
     loads.append(http_load.Load(f"multipart/form-data ({kib(body_path)})", body_path, ctype, 1))
+    # no model, no body: the server's own floor per request on a kept-alive connection
+    loads.append(http_load.Load("GET /health (no model work)", None, "", 1, "/health"))
     result = http_load.measure(
         opt.model_dir, loads, seconds=opt.http_seconds, threads=opt.threads, cwd=REPO
     )
