@@ -49,6 +49,12 @@ def _from_checkpoint(bundle: ModelBundle, checkpoint: Path) -> nn.Module:
 
 
 def _from_backbone(bundle: ModelBundle, weights: Path) -> tuple[nn.Module, str]:
+    if bundle.num_classes == 1000:  # the ImageNet model itself, exported as is
+        from torchvision.models import mobilenet_v2
+
+        imagenet = mobilenet_v2()
+        imagenet.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return nn.Sequential(imagenet, nn.LogSoftmax(dim=1)).eval(), "shared ImageNet weights"
     model = build_model(bundle.num_classes, weights=weights).eval()
     head = _onnx_head(bundle.root / bundle.file("fp32").path)
     linear = model.classifier[1]
