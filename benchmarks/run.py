@@ -504,12 +504,15 @@ def training_rows(opt: Options, raw: dict[str, Any]) -> list[Row]:
     rows.append(
         Row(
             section,
-            f"run {result['run']}: all stages (epochs + feature cache), minutes",
+            f"run {result['run']}: all stages (epochs + feature cache), minutes"
+            + ("" if result["finished"] else " (still training: the stages so far)"),
             f"{total / 60:.1f} min",
             "",
             "",
             "< 30 min",
-            verdict(total < 1800, f"+{(total - 1800) / 60:.1f} min"),
+            verdict(total < 1800, f"+{(total - 1800) / 60:.1f} min")
+            if result["finished"] or total >= 1800
+            else "so far",
         )
     )
     return rows

@@ -34,10 +34,16 @@ def training(runs_dir: Path) -> dict[str, Any]:
             stage["seconds"] += float(row.get("seconds") or 0.0)
             stage["epochs"] += 1
     summary: dict[str, Any] = {}
-    if (run / "summary.json").is_file():
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+    summary_path = run / "summary.json"
+    finished = (
+        summary_path.is_file()
+        and summary_path.stat().st_mtime >= (run / "metrics.csv").stat().st_mtime
+    )
+    if finished:
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
     return {
         "run": run.name,
+        "finished": finished,
         "stages": {
             name: {
                 "train_images_per_s_p50": percentile(s["ips"], 50),
