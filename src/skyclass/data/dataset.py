@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from skyclass.serve.preprocess import IMAGE_SUFFIXES
+
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("path", "label", "group")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 class DataError(ValueError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import random
 from collections import defaultdict
@@ -11,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from skyclass.data import dataset
 from skyclass.export.config import ExportError
 from skyclass.serve.errors import ImageError
-from skyclass.serve.preprocess import PreprocessConfig, preprocess
+from skyclass.serve.preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -30,25 +28,17 @@ class ImageRow:
 
 
 def read_manifest(manifest: Path, data_root: Path | None) -> list[ImageRow]:
-    """Rows of a ``path,label,group`` CSV; paths are relative to ``data_root``."""
-    if not manifest.is_file():
-        raise ExportError(f"manifest not found: {manifest}")
+    """Rows of a ``path,label,group`` manifest, read and checked by the one manifest reader."""
     if data_root is None:
         raise ExportError(f"{manifest.name}: no data root given (--data-root)")
     try:
-        with open(manifest, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = set(reader.fieldnames or ())
-            if not {"path", "label"} <= fields:
-                raise ExportError(f"{manifest}: needs columns path,label[,group]")
-            rows = [
-                ImageRow(data_root / r["path"], r["label"], r.get("group") or "") for r in reader
-            ]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ExportError(f"{manifest}: not a readable CSV ({exc})") from exc
-    if not rows:
-        raise ExportError(f"{manifest}: no rows")
-    return rows
+        rows = dataset.read_manifest(manifest, data_root)
+    except dataset.DataError as exc:
+        raise ExportError(str(exc)) from exc
+    return [
+        ImageRow(path, label, group)
+        for path, label, group in zip(rows.files(), rows.labels, rows.groups, strict=True)
+    ]
 
 
 def scan_folder(root: Path) -> list[ImageRow]:

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import typer
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
@@ -38,6 +36,8 @@ def resolve_model(value: str) -> Path:
 
 def collect_images(paths: list[Path]) -> list[Path]:
     """Files as given (any extension), and image files under folders (recursive, sorted)."""
+    from skyclass.serve.preprocess import IMAGE_SUFFIXES
+
     out: list[Path] = []
     for path in paths:
         if path.is_dir():

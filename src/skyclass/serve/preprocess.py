@@ -26,6 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Formats the model takes. Pillow reads more (ICO, PSD, EPS...): those are refused.
 SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+#: File name endings of those formats, for commands that look for images in folders.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 _INTERPOLATION = {
     "nearest": Image.Resampling.NEAREST,

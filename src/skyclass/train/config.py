@@ -97,6 +97,9 @@ class TrainConfig:
     #: views of each training image, and every epoch draws one view per image. 0 = live pipeline.
     feature_cache_views: int = 0
     feature_cache_block: int = 8
+    #: "balanced" weights the training loss by n / (classes x count of the class), so a small
+    #: class (winged drones: a third of the others) weighs as much as a large one; "none" = 1.
+    class_weights: str = "none"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
@@ -112,6 +115,10 @@ class TrainConfig:
             raise ConfigError("max_steps must be >= 1")
         if self.epochs_scale <= 0:
             raise ConfigError("epochs_scale must be > 0")
+        if self.class_weights not in ("none", "balanced"):
+            raise ConfigError(
+                f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}"
+            )
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout must be in [0, 1)")
         if self.feature_cache_views < 0:

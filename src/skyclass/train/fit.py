@@ -267,6 +267,11 @@ def fit(
     # Frozen-prefix cache: K augmented views of each training image through features[:block].
     start_block = 0
     train_src: Any = train_ds
+    class_weights = None
+    if config.class_weights == "balanced":
+        counts = torch.bincount(torch.tensor(train_ds.targets), minlength=len(names)).float()
+        class_weights = counts.sum() / (len(names) * counts.clamp(min=1))
+        log.info("class weights: %s", dict(zip(names, class_weights.tolist(), strict=True)))
     if config.feature_cache_views:
         from torch.utils.data import DataLoader, TensorDataset
 
@@ -387,6 +392,7 @@ def fit(
                 start_block=start_block,
                 max_steps=config.max_steps,
                 channels_last=config.channels_last,
+                class_weights=class_weights,
                 desc=desc,
                 progress=progress,
             )

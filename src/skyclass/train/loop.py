@@ -71,10 +71,15 @@ def train_one_epoch(
     start_block: int = 0,
     max_steps: int | None = None,
     channels_last: bool = False,
+    class_weights: Any | None = None,
     desc: str = "train",
     progress: bool = True,
 ) -> EpochMetrics:
-    """Train for one pass over ``loader`` (or ``max_steps`` batches); NLL loss on log-softmax."""
+    """Train for one pass over ``loader`` (or ``max_steps`` batches); NLL loss on log-softmax.
+
+    ``class_weights`` (a float tensor, one weight per class) weights the loss, e.g. to give a
+    small class the same total say as a large one.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -89,7 +94,7 @@ def train_one_epoch(
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = forward(model, x, first_trainable, start_block)
-        loss = F.nll_loss(out, y)
+        loss = F.nll_loss(out, y, weight=class_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -70,7 +70,11 @@ def suggest(
         steepest_lr = float(lrs[lo + int(np.argmin(grad))])
     else:
         steepest_lr = min_loss_lr / 10
-    suggestion = min_loss_lr / 10 if method == "min10" else steepest_lr
+    # A model that already fits its data (a later unfreezing stage) gives a flat, noisy curve whose
+    # minimum falls among the first, tiny rates; a tenth of that trains nothing. When the minimum
+    # sits in the first quarter of the sweep, the curve has no descent to read: take the steepest.
+    flat = i_min < lo + (hi - lo) // 4
+    suggestion = min_loss_lr / 10 if method == "min10" and not flat else steepest_lr
     return suggestion, min_loss_lr, steepest_lr
 
 

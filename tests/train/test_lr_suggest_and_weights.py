@@ -1,0 +1,70 @@
+"""The LR range test's suggestion on real curves, and the class-weighted loss option."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from skyclass.model import build_model, set_trainable
+from skyclass.train import loop
+from skyclass.train.config import ConfigError, TrainConfig
+from skyclass.train.lr_find import suggest
+
+# The smoothed curve the flagship's third stage (blocks 8-18) recorded on its first run: the model
+# already fit its data, the loss was ~0.04 and noise; its minimum fell at the third rate (4.3e-6).
+FLAT_LRS = np.geomspace(1e-6, 1.27e-2, 14)
+FLAT_LOSS = np.array(
+    [
+        0.059,
+        0.042,
+        0.039,
+        0.064,
+        0.077,
+        0.103,
+        0.087,
+        0.077,
+        0.084,
+        0.085,
+        0.100,
+        0.105,
+        0.147,
+        0.48,
+    ]
+)
+
+
+def test_flat_curve_takes_the_steepest_rate_not_a_tenth_of_its_noisy_minimum() -> None:
+    chosen, min_lr, steepest = suggest(FLAT_LRS, FLAT_LOSS, "min10")
+    assert min_lr == pytest.approx(FLAT_LRS[2])
+    assert chosen == steepest
+    assert chosen > min_lr  # the old rule's min/10 = 4e-7 trained nothing
+
+
+def test_a_descending_curve_keeps_min_over_ten() -> None:
+    lrs = np.geomspace(1e-6, 1.0, 30)
+    loss = 1.4 - 1.2 / (1 + np.exp(-(np.log10(lrs) + 3.5) * 3))  # falls around 3e-4
+    loss[-4:] = [0.5, 0.9, 1.6, 3.0]  # then diverges
+    chosen, min_lr, _ = suggest(lrs, loss, "min10")
+    assert chosen == pytest.approx(min_lr / 10)
+    assert 1e-3 < min_lr < 0.5
+
+
+def test_class_weights_setting_is_checked() -> None:
+    with pytest.raises(ConfigError, match="class_weights"):
+        TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", class_weights="auto")
+
+
+def test_weighted_loss_counts_a_small_class_more() -> None:
+    torch.manual_seed(0)
+    model = build_model(2, weights=None, dropout=0.0)
+    set_trainable(model, [])
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    grads = []
+    for weights in (None, torch.tensor([0.5, 1.5])):
+        model.zero_grad()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        loop.train_one_epoch(model, [(x, y)], opt, None, class_weights=weights, progress=False)
+        grads.append(model.classifier[1].bias.grad.clone())
+    assert not torch.allclose(grads[0], grads[1])
