@@ -68,3 +68,21 @@ def test_weighted_loss_counts_a_small_class_more() -> None:
         loop.train_one_epoch(model, [(x, y)], opt, None, class_weights=weights, progress=False)
         grads.append(model.classifier[1].bias.grad.clone())
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_label_smoothing_is_checked_and_changes_the_loss() -> None:
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", label_smoothing=1.0)
+    torch.manual_seed(0)
+    model = build_model(2, weights=None, dropout=0.0)
+    set_trainable(model, [])
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    plain = loop.train_one_epoch(model, [(x, y)], opt, None, progress=False).loss
+    smooth = loop.train_one_epoch(model, [(x, y)], opt, None, label_smoothing=0.5, progress=False)
+    with torch.no_grad():
+        model.eval()
+        logp = model(x)
+    expected = 0.5 * plain - 0.5 * float(logp.mean())
+    assert smooth.loss == pytest.approx(expected, rel=1e-4)

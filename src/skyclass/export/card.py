@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ class CardInputs:
     examples: tuple[Example, ...]
     ood: tuple[Example, ...]
     export_seconds: float
+    other_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _shown(path: str | Path) -> str:
+    """A path as the card shows it: relative to the working directory, never the machine's."""
+    return Path(os.path.relpath(Path(path).resolve(), Path.cwd())).as_posix()
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -87,7 +94,7 @@ def render_card(c: CardInputs) -> str:
             [[v, f.path, f"{f.bytes:,}", f"`{f.sha256}`"] for v, f in b.files.items()],
         ),
         "",
-        f"Made from {c.kind} `{c.weights_file}` (sha256 `{c.weights_sha256}`). "
+        f"Made from {c.kind} `{_shown(c.weights_file)}` (sha256 `{c.weights_sha256}`). "
         + ", ".join(f"{k}: {v}" for k, v in c.info.items() if v is not None and k != "val_metrics"),
         "",
         "Preprocessing (model.json `preprocess`, applied by `skyclass.serve.preprocess`): "
@@ -111,7 +118,7 @@ def render_card(c: CardInputs) -> str:
     sources = _sources(c.data_root)
     if c.data_root is not None:
         lines += [
-            f"Data root: `{c.data_root}`"
+            f"Data root: `{_shown(c.data_root)}`"
             + (" (per-file sources in its SOURCES.tsv)." if sources else "."),
             "",
         ]
@@ -165,6 +172,24 @@ def render_card(c: CardInputs) -> str:
         ]
     else:
         lines += [f"No labelled test images for these classes: {c.metrics_origin}", ""]
+    if c.other_metrics:
+        lines += [
+            "Other evaluations in the run's reports (`skyclass evaluate RUN MANIFEST`):",
+            "",
+            _table(
+                ["manifest", "images", "accuracy", *(f"recall {x}" for x in b.labels)],
+                [
+                    [
+                        f"`{stem}`",
+                        str(m["n"]),
+                        f"{m['accuracy']:.2%}",
+                        *(f"{m['per_class'].get(x, {}).get('recall', 0):.3f}" for x in b.labels),
+                    ]
+                    for stem, m in c.other_metrics.items()
+                ],
+            ),
+            "",
+        ]
 
     p = c.parity
     lines += [

@@ -253,6 +253,7 @@ def run_export(config: ExportConfig) -> ExportResult:
                 parity=report,
                 metrics=metrics,
                 metrics_origin=origin,
+                other_metrics=source.other_metrics,
                 splits=splits,
                 calibration_n=len(calib_set.rows) if calib_set else 0,
                 data_root=source.data_root,

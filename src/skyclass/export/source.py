@@ -43,6 +43,8 @@ class ExportSource:
     test_manifest: Path | None = None
     #: reports/<test-stem>/metrics.json of the run, when present.
     run_metrics: dict[str, Any] | None = None
+    #: Every other reports/<manifest-stem>/metrics.json of the run (val, test-ifo, ...), by stem.
+    other_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +124,11 @@ def from_checkpoint(config: ExportConfig) -> ExportSource:
         if metrics_path.is_file():
             run_metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
             log.info("using the run's test metrics from %s", metrics_path)
+    other_metrics = {}
+    if run_dir is not None:
+        for path in sorted((run_dir / "reports").glob("*/metrics.json")):
+            if test is None or path.parent.name != test.stem:
+                other_metrics[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
     name = config.name or (run_dir.name if run_dir is not None else ckpt_path.stem)
     epoch, stage = ckpt.get("epoch"), ckpt.get("stage")
     return ExportSource(
@@ -138,6 +145,7 @@ def from_checkpoint(config: ExportConfig) -> ExportSource:
         train_manifest=train,
         test_manifest=test,
         run_metrics=run_metrics,
+        other_metrics=other_metrics,
         info={
             "arch": "mobilenet_v2",
             "epoch": epoch,

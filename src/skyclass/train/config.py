@@ -100,6 +100,9 @@ class TrainConfig:
     #: "balanced" weights the training loss by n / (classes x count of the class), so a small
     #: class (winged drones: a third of the others) weighs as much as a large one; "none" = 1.
     class_weights: str = "none"
+    #: Mix each training target with the uniform distribution (0 = off; 0.1 is usual): collected
+    #: sets carry wrong labels, and a model should not be pushed to certainty on them.
+    label_smoothing: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
@@ -115,6 +118,8 @@ class TrainConfig:
             raise ConfigError("max_steps must be >= 1")
         if self.epochs_scale <= 0:
             raise ConfigError("epochs_scale must be > 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.class_weights not in ("none", "balanced"):
             raise ConfigError(
                 f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}"

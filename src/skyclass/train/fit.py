@@ -393,6 +393,7 @@ def fit(
                 max_steps=config.max_steps,
                 channels_last=config.channels_last,
                 class_weights=class_weights,
+                label_smoothing=config.label_smoothing,
                 desc=desc,
                 progress=progress,
             )

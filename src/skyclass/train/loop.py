@@ -72,13 +72,15 @@ def train_one_epoch(
     max_steps: int | None = None,
     channels_last: bool = False,
     class_weights: Any | None = None,
+    label_smoothing: float = 0.0,
     desc: str = "train",
     progress: bool = True,
 ) -> EpochMetrics:
     """Train for one pass over ``loader`` (or ``max_steps`` batches); NLL loss on log-softmax.
 
     ``class_weights`` (a float tensor, one weight per class) weights the loss, e.g. to give a
-    small class the same total say as a large one.
+    small class the same total say as a large one. ``label_smoothing`` (eps) mixes the target with
+    the uniform distribution: loss = (1 - eps) NLL + eps mean(-log p), a guard against wrong labels.
     """
     import torch
     import torch.nn.functional as F
@@ -95,6 +97,8 @@ def train_one_epoch(
             x = x.contiguous(memory_format=torch.channels_last)
         out = forward(model, x, first_trainable, start_block)
         loss = F.nll_loss(out, y, weight=class_weights)
+        if label_smoothing:
+            loss = (1 - label_smoothing) * loss - label_smoothing * out.mean(dim=1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
