@@ -250,3 +250,28 @@ def test_config_refuses_both_sources() -> None:
         ExportConfig(out="x", source="runs/a", pretrained="imagenet")
     with pytest.raises(ExportError):
         ExportConfig(out="x", pretrained="resnet")
+
+
+def test_card_carries_notes_and_a_missing_notes_file_fails_first(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    notes = tmp_path / "notes.md"
+    notes.write_text("Source-grouped protocol: 71.3% on held-out sources.\n", encoding="utf-8")
+    out = tmp_path / "m"
+    run_export(
+        ExportConfig(
+            out=str(out), source=str(checkpoint), int8=False, parity_size=2, card_notes=str(notes)
+        )
+    )
+    card = (out / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "## Notes\n\nSource-grouped protocol: 71.3% on held-out sources." in card
+    with pytest.raises(ExportError, match="card notes not readable"):
+        run_export(
+            ExportConfig(
+                out=str(tmp_path / "n"),
+                source=str(checkpoint),
+                parity_size=2,
+                card_notes=str(tmp_path / "absent.md"),
+            )
+        )
+    assert not (tmp_path / "n").exists()

@@ -46,6 +46,7 @@ class CardInputs:
     examples: tuple[Example, ...]
     ood: tuple[Example, ...]
     export_seconds: float
+    notes: str = ""
     other_metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -240,4 +241,6 @@ def render_card(c: CardInputs) -> str:
         "(other cameras, other backgrounds) score lower.",
         "",
     ]
+    if c.notes.strip():
+        lines += ["## Notes", "", c.notes.strip(), ""]
     return "\n".join(lines)

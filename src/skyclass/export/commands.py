@@ -39,6 +39,9 @@ def export(
     ood_image: list[Path] = typer.Option(
         None, help="A photo of none of the classes; the card says what the model answers."
     ),
+    card_notes: Path = typer.Option(
+        None, help="A markdown file the card carries as its 'Notes' section (other protocols...)."
+    ),
     int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write model.int8.onnx."),
     top_k: int = typer.Option(None, help="top_k in model.json [default: all if <= 10, else 5]."),
     min_int8_agreement: float = typer.Option(
@@ -69,6 +72,7 @@ def export(
             parity_size=parity_size,
             examples=tuple(str(p) for p in example or ()),
             ood_images=tuple(str(p) for p in ood_image or ()),
+            card_notes=str(card_notes) if card_notes else None,
             int8=int8,
             force=force,
             top_k=top_k,

@@ -53,6 +53,9 @@ class ExportConfig:
     ood_images: tuple[str, ...] = ()
     #: Photos whose top-5 answers the card shows.
     examples: tuple[str, ...] = ()
+    #: A markdown file whose text the card carries as a section of its own (e.g. results of other
+    #: evaluation protocols, what was tried and what closed a gap).
+    card_notes: str | None = None
     int8: bool = True
     force: bool = False
     opset: int = 17

@@ -155,6 +155,7 @@ def run_export(config: ExportConfig) -> ExportResult:
         raise ExportError(f"{out} exists; pass --force to replace it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
+    notes = _card_notes(config.card_notes)  # read first: a bad path fails before any work
     source = resolve_source(config)
     calibration_rows, parity_rows_, splits = _images(config, source)
 
@@ -260,6 +261,7 @@ def run_export(config: ExportConfig) -> ExportResult:
                 examples=_examples(config.examples, tmp / FP32_FILE, source, 5),
                 ood=_examples(config.ood_images, tmp / FP32_FILE, source, 3),
                 export_seconds=seconds["total"],
+                notes=notes,
             )
         )
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
@@ -270,6 +272,15 @@ def run_export(config: ExportConfig) -> ExportResult:
     final = dataclasses.replace(bundle, root=out)
     log.info("exported %s to %s in %.1f s", source.name, out, seconds["total"])
     return ExportResult(out, final, report, info, serving_diff, seconds)
+
+
+def _card_notes(path: str | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"card notes not readable: {path} ({exc})") from exc
 
 
 def _metrics(
