@@ -18,6 +18,8 @@ import logging
 from importlib import resources
 from typing import Any, Literal
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -326,6 +328,9 @@ def create_app(
         max_age=600,
     )
 
+    # One limiter per app: at most settings.concurrency predictions run at once.
+    limiter = anyio.CapacityLimiter(settings.concurrency)
+
     async def classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
         registry.require(model)  # an unknown model is a 404 before the body is read
         data = await _image_bytes(request, settings.max_body_bytes)
@@ -334,7 +339,9 @@ def create_app(
         predictor = await run_in_threadpool(registry.get, model)
         n = len(predictor.labels)
         k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
-        prediction = await run_in_threadpool(predictor.predict, data, min(k, n))
+        prediction = await anyio.to_thread.run_sync(
+            predictor.predict, data, min(k, n), limiter=limiter
+        )
         return prediction.to_dict()
 
     classify_doc = {

@@ -67,6 +67,9 @@ class ServeSettings:
     top_k: int = 5
     threads: int | None = None
     model_cache: Path | None = field(default=None)
+    #: Predictions computed at once (more requests wait their turn): bounds the decoded images and
+    #: session buffers alive at a time, so memory stays flat under many connections. None = CPUs.
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -78,6 +81,12 @@ class ServeSettings:
                 raise SettingsError(f"{name} must be a positive number")
         if self.threads is not None and self.threads < 1:
             raise SettingsError("threads must be a positive number")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise SettingsError("max_concurrency must be a positive number")
+
+    @property
+    def concurrency(self) -> int:
+        return self.max_concurrency or os.cpu_count() or 1
 
     @property
     def limits(self) -> ImageLimits:
@@ -119,5 +128,6 @@ class ServeSettings:
             max_pixels=number("SKYCLASS_MAX_PIXELS", MAX_PIXELS),
             top_k=number("SKYCLASS_TOP_K", 5),
             threads=number("SKYCLASS_THREADS", 0) or None,
+            max_concurrency=number("SKYCLASS_MAX_CONCURRENCY", 0) or None,
             model_cache=Path(c) if (c := text("SKYCLASS_MODEL_CACHE")) else None,
         )
