@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_ZIP = HERE / ".serverless" / "skyclass.zip"
-DEFAULT_IMAGE = REPO.parent / "shared" / "data" / "flying-objects" / "flying_birds"
+SHARED = Path(os.environ.get("SKYCLASS_SHARED", REPO.parent / "shared"))
+DEFAULT_IMAGE = SHARED / "data" / "flying-objects" / "flying_birds"
 ZIPPED_LIMIT = 50 * 1000 * 1000  # Lambda's direct-upload limit is 50 MB
 UNZIPPED_LIMIT = 150 * 1000 * 1000  # our target; Lambda's hard limit is 250 MB
 FORBIDDEN = ("torch", "torchvision", "albumentations", "cv2", "boto3", "botocore", "sympy")
