@@ -78,8 +78,21 @@ class StageSkyclass {
       if (!fs.existsSync(path.join(src, 'model.json'))) {
         throw new Error(`custom.skyclass.models: ${src} is not a model folder (no model.json)`);
       }
-      fs.cpSync(src, path.join(modelsDst, name), { recursive: true });
-      this.log.notice(`skyclass: model ${name} ${mb(dirBytes(path.join(modelsDst, name)))}`);
+      // Only the variant the function serves (SKYCLASS_VARIANT) travels: the other ONNX file would
+      // be dead weight in the zip. A model without that variant keeps all its files.
+      const variant = String(this.serverless.service.provider.environment?.SKYCLASS_VARIANT || '');
+      const files = JSON.parse(fs.readFileSync(path.join(src, 'model.json'), 'utf8')).files || {};
+      const chosen = variant || Object.keys(files)[0];
+      const unused = files[chosen]
+        ? Object.entries(files).filter(([v]) => v !== chosen).map(([, f]) => path.join(src, f.path))
+        : [];
+      fs.cpSync(src, path.join(modelsDst, name), {
+        recursive: true,
+        filter: (file) => !unused.includes(file),
+      });
+      const shipped = files[chosen] ? chosen : Object.keys(files).join('+');
+      const size = mb(dirBytes(path.join(modelsDst, name)));
+      this.log.notice(`skyclass: model ${name} ${size} (${shipped})`);
     }
     if (!models.length) this.log.notice('skyclass: no model folder in the artifact (MODEL_S3_URI)');
   }
