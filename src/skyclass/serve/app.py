@@ -254,21 +254,12 @@ class _CatchUnexpected:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImageError)
-    async def image_error(request: Request, exc: ImageError) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))
+    # Our own errors carry their HTTP status and code: one handler renders them all.
+    async def known_error(request: Request, exc: Exception) -> JSONResponse:
+        return _error(exc.status, exc.code, str(exc))  # type: ignore[attr-defined]
 
-    @app.exception_handler(RequestError)
-    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))
-
-    @app.exception_handler(UnknownModel)
-    async def unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))
-
-    @app.exception_handler(ModelUnavailable)
-    async def model_unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))
+    for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable):
+        app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
