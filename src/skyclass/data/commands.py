@@ -34,8 +34,8 @@ def audit(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from skyclass.data.audit import AuditConfig, AuditInputError, run_audit
-    from skyclass.data.outputs import OutputExists, check_output
     from skyclass.data.report import write_outputs
+    from skyclass.outputs import OutputExists, check_output
 
     try:
         check_output(out, force)
@@ -105,8 +105,8 @@ def split(
     from rich.console import Console
     from rich.table import Table
 
-    from skyclass.data.outputs import OutputExists, check_output
     from skyclass.data.split import SPLITS, SplitConfig, SplitInputError, make_split, write_split
+    from skyclass.outputs import OutputExists, check_output
 
     try:
         check_output(out, force)

@@ -70,7 +70,7 @@ def clean_csv(report: AuditReport) -> str:
 
 def write_outputs(report: AuditReport, out: Path, force: bool = False) -> None:
     """All outputs into ``out`` at once (a temporary folder renamed into place)."""
-    from skyclass.data.outputs import atomic_dir
+    from skyclass.outputs import atomic_dir
 
     with atomic_dir(out, force) as tmp:
         (tmp / "audit.json").write_text(

@@ -321,7 +321,7 @@ def write_split(result: SplitResult, out: Path, force: bool = False, prefixes=()
     """train/val/test.csv, summary.json and, per prefix P, test-P.csv (test rows named P*)."""
     import json
 
-    from skyclass.data.outputs import atomic_dir
+    from skyclass.outputs import atomic_dir
 
     with_source = result.config.groups is not None
     with atomic_dir(out, force) as tmp:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ from skyclass.export.parity import (
 )
 from skyclass.export.quantize import quantize_int8
 from skyclass.export.source import ExportSource, resolve_source
+from skyclass.outputs import publish_dir
 from skyclass.serve.bundle import ModelBundle, ModelFile, sha256_file, write_bundle
 
 log = logging.getLogger(__name__)
@@ -125,25 +125,6 @@ def _serving_check(folder: Path, rows: list[ImageRow], torch_probs: np.ndarray) 
             raise ExportError(f"serving code disagrees with PyTorch on {row.path.name}")
         worst = max(worst, float(np.abs(got - expected).max()))
     return worst
-
-
-def _publish(tmp: Path, out: Path, force: bool) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp made it 0700
-    if out.exists():
-        if not force:
-            raise ExportError(f"{out} exists; pass --force to replace it")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
-        try:
-            os.replace(tmp, out)
-        except OSError:
-            os.replace(old / out.name, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
 
 
 def run_export(config: ExportConfig) -> ExportResult:
@@ -265,7 +246,9 @@ def run_export(config: ExportConfig) -> ExportResult:
             )
         )
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
-        _publish(tmp, out, config.force)
+        if out.exists() and not config.force:
+            raise ExportError(f"{out} exists; pass --force to replace it")
+        publish_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

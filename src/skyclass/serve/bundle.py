@@ -128,8 +128,6 @@ def load_bundle(root: str | Path) -> ModelBundle:
 
 def write_bundle(bundle: ModelBundle) -> Path:
     """Write ``model.json`` atomically (temp file + rename)."""
-    path = bundle.root / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(bundle.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from skyclass.outputs import write_text_atomic
+
+    return write_text_atomic(bundle.root / MANIFEST, json.dumps(bundle.to_dict(), indent=2) + "\n")

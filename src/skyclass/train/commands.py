@@ -180,9 +180,9 @@ def _run_lr_find(
     from skyclass.data.dataset import DataError, ImageDataset, load_images
     from skyclass.data.transforms import build_train_transform, train_input
     from skyclass.model import build_model, set_trainable
+    from skyclass.outputs import write_text_atomic
     from skyclass.train.fit import _train_loader, check_data, preprocess_config
     from skyclass.train.lr_find import lr_find, plot_lr_find
-    from skyclass.train.reports import write_text_atomic
     from skyclass.train.schedule import first_trainable_block
 
     data = check_data(cfg)

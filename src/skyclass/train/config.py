@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tomllib
 import types
 import typing
@@ -261,9 +260,3 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Rebuild a TrainConfig from its ``to_dict()`` (checkpoint, config.json)."""
     return from_mapping(TrainConfig, data)
-
-
-def write_json_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -163,7 +163,7 @@ def _eval_loader(ds: ImageDataset, config: TrainConfig) -> Any:
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    from skyclass.train.reports import write_text_atomic
+    from skyclass.outputs import write_text_atomic
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
@@ -195,10 +195,11 @@ def fit(
     import torch
 
     from skyclass.model import build_model, set_trainable
+    from skyclass.outputs import write_text_atomic
     from skyclass.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
     from skyclass.train.loop import evaluate, train_one_epoch
     from skyclass.train.lr_find import lr_find, plot_lr_find
-    from skyclass.train.reports import plot_curves, write_eval_reports, write_text_atomic
+    from skyclass.train.reports import plot_curves, write_eval_reports
     from skyclass.train.schedule import (
         first_trainable_block,
         make_optimizer,

@@ -16,13 +16,7 @@ from typing import Any
 
 import numpy as np
 
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+from skyclass.outputs import write_text_atomic
 
 
 def save_figure(fig: Any, path: Path) -> Path:

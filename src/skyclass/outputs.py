@@ -1,0 +1,71 @@
+"""Outputs written atomically, for every command: files via a temp file + rename, folders built in a
+temporary sibling and renamed into place. Nothing half-written ever carries a final name."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class OutputExists(Exception):
+    """The output folder exists and overwriting was not asked for."""
+
+    exit_code: int = 2
+
+
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an existing output unless ``force``; call before any long work."""
+    if out.exists() and not force:
+        raise OutputExists(f"output folder {out} exists; use --force to replace it")
+    if out.exists() and not out.is_dir():
+        raise OutputExists(f"output {out} exists and is not a folder")
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def publish_dir(tmp: Path, out: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``out``, replacing ``out`` if it exists (the caller
+    has checked --force); on a failed swap the old ``out`` is put back."""
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp made it 0700
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        os.replace(old / out.name, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    On an exception the temporary folder is removed and ``out`` is left as it was.
+    """
+    out = Path(out)
+    check_output(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        publish_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
