@@ -20,6 +20,12 @@ COMMAND_MODULES = (
 )
 
 
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the Exit to raise (one line, no traceback)."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
 def build_app() -> typer.Typer:
     app = typer.Typer(
         name="skyclass",

@@ -6,13 +6,10 @@ from pathlib import Path
 
 import typer
 
+from skyclass.cli import fail as _fail
+
 EXIT_BAD_INPUT = 2
 EXIT_UNREADABLE = 3
-
-
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def audit(

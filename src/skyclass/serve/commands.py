@@ -13,10 +13,7 @@ from pathlib import Path
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+from skyclass.cli import fail as _fail
 
 
 def resolve_model(value: str) -> Path:

@@ -9,12 +9,9 @@ from typing import Any
 
 import typer
 
+from skyclass.cli import fail as _fail
+
 _OVERRIDE_HELP = "Overrides the config file's value."
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _load(config: Path, **overrides: Any) -> Any:
