@@ -96,6 +96,9 @@ def split(
     subset_prefix: list[str] = typer.Option(
         [], help="Also write test-PREFIX.csv: the test rows whose file name starts with it."
     ),
+    review: Path | None = typer.Option(
+        None, help="Filled-in label review sheet (from label-issues): exclude/relabel its files."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Stratified, group-aware split: near duplicates and metadata groups stay on one side."""
@@ -107,7 +110,7 @@ def split(
 
     try:
         check_output(out, force)
-        config = SplitConfig(manifest, val, test, seed, groups, group_column)
+        config = SplitConfig(manifest, val, test, seed, groups, group_column, review)
         result = make_split(config)
         write_split(result, out, force=force, prefixes=tuple(subset_prefix))
     except (SplitInputError, OutputExists) as exc:
@@ -135,10 +138,60 @@ def split(
         console.print(src)
     if result.dropped:
         console.print(f"left out {result.dropped} manifest rows whose status is not 'use'")
+    if review is not None:
+        done = ", ".join(f"{len(p)} {d}" for d, p in result.reviewed.items())
+        console.print(f"label review {review}: {done}")
     console.print(f"wrote {out}")
+
+
+def label_issues(
+    manifest: Path = typer.Argument(..., help="CSV with path,label[,group] (e.g. clean.csv)."),
+    data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (refused if it exists)."),
+    weights: str = typer.Option(
+        "imagenet", help="Backbone: a torchvision mobilenet_v2 state_dict, or 'imagenet' (online)."
+    ),
+    folds: int = typer.Option(5, help="Cross-validation folds (near-duplicate groups kept whole)."),
+    seed: int = typer.Option(0, help="Fold assignment seed."),
+    threads: int = typer.Option(2, help="torch threads."),
+    cache_dir: str = typer.Option(".cache/skyclass", help="Decoded-image cache ('' for none)."),
+    gallery: bool = typer.Option(True, help="Also write gallery.html (embeds thumbnails)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
+) -> None:
+    """List suspected label errors for review (out-of-fold predictions, confident joint)."""
+    from skyclass.outputs import OutputExists, check_output
+
+    try:
+        from skyclass.data.label_issues import LabelIssueConfig, run_label_issues, write_outputs
+
+        check_output(out, force)
+        if weights != "imagenet" and not Path(weights).is_file():
+            raise _fail(f"weights file not found: {weights}")
+        config = LabelIssueConfig(
+            manifest, data_root, weights, folds, seed, threads=threads, cache_dir=cache_dir or None
+        )
+        report = run_label_issues(config)
+        write_outputs(report, out, force=force, gallery=gallery)
+    except ModuleNotFoundError as exc:
+        raise _fail(
+            f"label-issues needs the train extra ({exc.name} is missing): "
+            "pip install 'skyclass[train]'"
+        ) from None
+    except OutputExists as exc:
+        raise _fail(str(exc), exc.exit_code) from None
+    except ValueError as exc:  # DataError included: a bad manifest, a class too small for folds
+        raise _fail(str(exc)) from None
+    per = ", ".join(
+        f"{c} {len([i for i in report.issues if i.label == c])}" for c in report.class_names
+    )
+    typer.echo(
+        f"{len(report.issues)} suspects of {report.n} (out-of-fold accuracy "
+        f"{report.oof_accuracy:.1%}; by given label: {per}) -> {out}/review.csv"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the skyclass CLI."""
     app.command("audit")(audit)
+    app.command("label-issues")(label_issues)
     app.command("split")(split)

@@ -86,10 +86,16 @@ def read_manifest(
         raise DataError(f"{path}: not UTF-8 text") from exc
     except csv.Error as exc:
         raise DataError(f"{path}: not a valid CSV: {exc}") from exc
+    # An audit's clean.csv can be used as a manifest: rows it leaves out (status other than
+    # "use") are skipped, as the split does.
+    numbered = [
+        (n, r) for n, r in enumerate(rows, start=2) if (r.get("status") or "use").strip() == "use"
+    ]
+    rows = [r for _, r in numbered]
     if not rows:
-        raise DataError(f"{path}: the split is empty (no rows)")
+        raise DataError(f"{path}: the split is empty (no rows to use)")
     known = set(class_names) if class_names is not None else None
-    for n, row in enumerate(rows, start=2):
+    for n, row in numbered:
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
             raise DataError(f"{path}:{n}: empty path or label")

@@ -21,6 +21,10 @@ split; that teaches the look is *not* a class cue.)
 Components are assigned greedily, big ones (a whole source) first, then the rest in seeded random
 order, each to the split whose per-class targets it fills best, so the split is stratified by class
 as far as the group sizes allow, and it is reproducible by seed.
+
+A label review (``--review``, the sheet ``skyclass label-issues`` writes, filled in by a person) is
+applied after the assignment: excluded files leave their split, relabeled ones change label where
+they are, and every other file stays exactly where the unreviewed split put it.
 """
 
 from __future__ import annotations
@@ -31,13 +35,15 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: A review sheet's decisions (the sheet comes from ``skyclass label-issues``).
+DECISIONS = ("keep", "exclude", "relabel")
 
 
 class SplitInputError(Exception):
@@ -54,6 +60,7 @@ class SplitConfig:
     seed: int = 0
     groups: Path | None = None  # CSV/TSV with a path (or class + file) column and group_column
     group_column: str = "source_repo"
+    review: Path | None = None  # a filled-in label review sheet (skyclass label-issues)
 
     def __post_init__(self) -> None:
         if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
@@ -78,6 +85,8 @@ class SplitResult:
     dropped: int  # manifest rows with status other than "use"
     missing_groups: int  # rows without an entry in the groups file (kept as their own group)
     moved_for_duplicates: int = 0  # files placed with their near copy outside their own group
+    #: decision -> paths, from the review sheet (applied after the assignment)
+    reviewed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {
@@ -116,6 +125,8 @@ class SplitResult:
             "dropped_excluded_rows": self.dropped,
             "rows_without_metadata_group": self.missing_groups,
             "moved_for_duplicates": self.moved_for_duplicates,
+            "review_file": None if cfg.review is None else str(cfg.review),
+            "reviewed": {d: list(p) for d, p in self.reviewed.items()},
             "labels": labels,
             "splits": per_split,
             "per_source": dict(sorted(sources.items())),
@@ -156,6 +167,44 @@ def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
             raise SplitInputError(f"manifest {path} lists {r['path']} twice")
         seen.add(r["path"])
     return keep, len(rows) - len(keep)
+
+
+def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[str, str]]:
+    """path -> (decision, new_label) from a filled-in review sheet, checked against the manifest.
+
+    Applied after the assignment, a review never moves a file between splits: it only takes the
+    excluded files out and changes the relabeled files' labels where they are. A blank decision
+    means not reviewed (kept as labeled). The sheet's ``label`` must still be the manifest's label,
+    so a sheet made for another manifest, or an old one, is refused rather than misapplied.
+    """
+    table = read_table(path)
+    if table and not {"path", "label", "decision"} <= set(table[0]):
+        raise SplitInputError(f"review {path} needs columns path, label, decision (and new_label)")
+    label_of = {r["path"]: r["label"] for r in rows}
+    labels = set(label_of.values())
+    out: dict[str, tuple[str, str]] = {}
+    for n, r in enumerate(table, start=2):
+        where = f"review {path}:{n}"
+        p, decision = r["path"].strip(), (r.get("decision") or "").strip().lower()
+        new_label = (r.get("new_label") or "").strip()
+        if p not in label_of:
+            raise SplitInputError(f"{where}: {p} is not a row of the manifest")
+        if r["label"].strip() != label_of[p]:
+            raise SplitInputError(
+                f"{where}: {p} is labeled {label_of[p]!r} in the manifest, {r['label']!r} here"
+            )
+        if not decision:
+            continue
+        if decision not in DECISIONS:
+            raise SplitInputError(f"{where}: decision {decision!r} is not one of {DECISIONS}")
+        if decision == "relabel" and new_label not in labels - {label_of[p]}:
+            raise SplitInputError(
+                f"{where}: relabel needs new_label, another class of the manifest"
+            )
+        if p in out:
+            raise SplitInputError(f"{where}: {p} is reviewed twice")
+        out[p] = (decision, new_label)
+    return out
 
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
@@ -294,9 +343,14 @@ def make_split(config: SplitConfig) -> SplitResult:
             group_id[i] = f"{r['label']}|{source_of[r['path']]}"
         else:
             group_id[i] = dup[i]
+    decisions = read_review(config.review, rows) if config.review is not None else {}
     splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for i, r in enumerate(rows):
-        splits[where[i]].append(Row(r["path"], r["label"], group_id[i], source_of.get(r["path"])))
+        decision, new_label = decisions.get(r["path"], ("keep", ""))
+        if decision == "exclude":
+            continue
+        label = new_label if decision == "relabel" else r["label"]
+        splits[where[i]].append(Row(r["path"], label, group_id[i], source_of.get(r["path"])))
     if moved:
         log.info("%d files moved to the side of their duplicates", moved)
     return SplitResult(
@@ -305,6 +359,9 @@ def make_split(config: SplitConfig) -> SplitResult:
         dropped=dropped,
         missing_groups=missing,
         moved_for_duplicates=moved,
+        reviewed={
+            d: tuple(sorted(p for p, (dd, _) in decisions.items() if dd == d)) for d in DECISIONS
+        },
     )
 
 

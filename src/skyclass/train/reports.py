@@ -112,7 +112,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _thumbnail_b64(file: Path, side: int = 160) -> str:
+def thumbnail_b64(file: Path, side: int = 160) -> str:
     from PIL import Image
 
     from skyclass.serve.preprocess import decode_image
@@ -145,7 +145,7 @@ def write_gallery(
     for i in order:
         f = Path(files[i])
         try:
-            src = f"data:image/jpeg;base64,{_thumbnail_b64(f)}"
+            src = f"data:image/jpeg;base64,{thumbnail_b64(f)}"
         except Exception:
             src = ""
         name = html.escape(f.name)
