@@ -77,10 +77,18 @@ def test_source_groups_hold_out_whole_sources_per_class():
     assert all(len(s) == 1 for s in groups.values())
 
 
+REVIEW = REPO_ROOT / "docs" / "data" / "label-review" / "review.csv"
+
+
 def test_committed_splits_match_a_fresh_run(tmp_path):
-    for name, groups in (("splits", None), ("splits-by-source", SOURCES)):
+    for name, groups, review in (
+        ("splits", None, None),
+        ("splits-by-source", SOURCES, None),
+        ("splits-reviewed", None, REVIEW),
+        ("splits-by-source-reviewed", SOURCES, REVIEW),
+    ):
         out = tmp_path / name
-        result = make_split(SplitConfig(CLEAN, seed=0, groups=groups))
+        result = make_split(SplitConfig(CLEAN, seed=0, groups=groups, review=review))
         write_split(result, out, prefixes=("ifo_",))
         for f in ("train.csv", "val.csv", "test.csv", "test-ifo.csv"):
             committed = REPO_ROOT / "docs" / "data" / name / f
@@ -100,3 +108,70 @@ def test_bad_manifests(tmp_path: Path):
         make_split(SplitConfig(ok, groups=SOURCES, group_column="nope"))
     with pytest.raises(ValueError):
         SplitConfig(ok, val=0.5, test=0.6)
+
+
+def _review(path: Path, rows: list[tuple[str, str, str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "suggested", "p_given", "decision", "new_label", "note"])
+        for p, label, decision, new_label in rows:
+            w.writerow([p, label, "", "0.01", decision, new_label, ""])
+    return path
+
+
+def test_a_review_excludes_and_relabels_without_moving_any_other_file(tmp_path: Path):
+    rows = _manifest_rows()
+    winged = [r for r in rows if r["label"] == "winged_drones" and r["status"] == "use"]
+    large = [r for r in rows if r["label"] == "large_quadcopters" and r["status"] == "use"]
+    review = _review(
+        tmp_path / "review.csv",
+        [
+            (winged[0]["path"], "winged_drones", "exclude", ""),
+            (winged[1]["path"], "winged_drones", "relabel", "large_quadcopters"),
+            (winged[2]["path"], "winged_drones", "keep", ""),
+            (large[0]["path"], "large_quadcopters", "", ""),  # not reviewed: kept as labeled
+        ],
+    )
+    plain = make_split(SplitConfig(CLEAN, seed=0))
+    reviewed = make_split(SplitConfig(CLEAN, seed=0, review=review))
+    before, after = _side(plain), _side(reviewed)
+    assert winged[0]["path"] not in after
+    assert set(before) - set(after) == {winged[0]["path"]}
+    assert all(after[p] == before[p] for p in after)  # nothing moved between splits
+    label = {r.path: r.label for rows_ in reviewed.splits.values() for r in rows_}
+    assert label[winged[1]["path"]] == "large_quadcopters"
+    assert label[winged[2]["path"]] == "winged_drones"
+    assert label[large[0]["path"]] == "large_quadcopters"
+    assert reviewed.reviewed["exclude"] == (winged[0]["path"],)
+    assert reviewed.reviewed["relabel"] == (winged[1]["path"],)
+    summary = reviewed.summary()
+    assert summary["review_file"] == str(review)
+    assert summary["reviewed"]["keep"] == [winged[2]["path"]]
+
+
+def test_a_stale_or_malformed_review_is_refused(tmp_path: Path):
+    first = next(r for r in _manifest_rows() if r["status"] == "use")
+    cases = {
+        "labeled": (first["path"], "winged_drones", "exclude", ""),  # the manifest says otherwise
+        "not a row": ("flying_birds/nope.jpg", "flying_birds", "exclude", ""),
+        "is not one of": (first["path"], first["label"], "delete", ""),
+        "relabel needs": (first["path"], first["label"], "relabel", "ufo"),
+    }
+    for message, row in cases.items():
+        review = _review(tmp_path / "review.csv", [row])
+        with pytest.raises(SplitInputError, match=message):
+            make_split(SplitConfig(CLEAN, seed=0, review=review))
+    twice = _review(tmp_path / "twice.csv", [(*cases["is not one of"][:2], "keep", "")] * 2)
+    with pytest.raises(SplitInputError, match="reviewed twice"):
+        make_split(SplitConfig(CLEAN, seed=0, review=twice))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nx,y\n")
+    with pytest.raises(SplitInputError, match="needs columns"):
+        make_split(SplitConfig(CLEAN, seed=0, review=bad))
+
+
+def test_the_committed_review_decided_every_suspect():
+    with REVIEW.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r["decision"] in ("keep", "exclude", "relabel") for r in rows)
+    assert all(r["note"].strip() for r in rows)
