@@ -86,3 +86,34 @@ def test_label_smoothing_is_checked_and_changes_the_loss() -> None:
         logp = model(x)
     expected = 0.5 * plain - 0.5 * float(logp.mean())
     assert smooth.loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_mixup_is_checked_and_trains_on_the_blend_of_two_targets() -> None:
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", mixup_alpha=-0.1)
+    torch.manual_seed(0)
+    model = build_model(2, weights=None, dropout=0.0)
+    set_trainable(model, [])
+    # Cached-prefix inputs at the last block (manifold mixup there): pooled, then the head.
+    x = torch.randn(4, 1280, 2, 2, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 0, 1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def epoch(**kw):
+        return loop.train_one_epoch(
+            model, [(x, y)], opt, None, start_block=19, progress=False, **kw
+        )
+
+    torch.manual_seed(2)
+    mixed = epoch(mixup_alpha=0.4)
+    torch.manual_seed(2)  # the same draws: lam, then the permutation
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(4)
+    with torch.no_grad():
+        model.eval()
+        logp = model.classifier((lam * x + (1 - lam) * x[perm]).mean(dim=(2, 3)))
+    nll = torch.nn.functional.nll_loss
+    expected = lam * nll(logp, y) + (1 - lam) * nll(logp, y[perm])
+    assert 0.2 < lam < 0.8 and not torch.equal(perm, torch.arange(4))
+    assert mixed.loss == pytest.approx(float(expected), rel=1e-4)
+    assert abs(epoch().loss - mixed.loss) > 0.01  # without mixup the loss is another number

@@ -102,6 +102,9 @@ class TrainConfig:
     #: Mix each training target with the uniform distribution (0 = off; 0.1 is usual): collected
     #: sets carry wrong labels, and a model should not be pushed to certainty on them.
     label_smoothing: float = 0.0
+    #: mixup's Beta(a, a) parameter (0 = off; 0.2-0.4 is usual): trains on blends of two images
+    #: and of their targets, which keeps a model from memorising single (possibly wrong) labels.
+    mixup_alpha: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
@@ -119,6 +122,8 @@ class TrainConfig:
             raise ConfigError("epochs_scale must be > 0")
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.mixup_alpha < 0:
+            raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
         if self.class_weights not in ("none", "balanced"):
             raise ConfigError(
                 f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}"

@@ -395,6 +395,7 @@ def fit(
                 channels_last=config.channels_last,
                 class_weights=class_weights,
                 label_smoothing=config.label_smoothing,
+                mixup_alpha=config.mixup_alpha,
                 desc=desc,
                 progress=progress,
             )

@@ -61,6 +61,16 @@ def _progress(iterable: Iterable, total: int, desc: str, enabled: bool, leave: b
     return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not enabled, leave=leave)
 
 
+def _loss(out: Any, y: Any, class_weights: Any | None, label_smoothing: float) -> Any:
+    """NLL on log-probabilities, optionally class-weighted and label-smoothed."""
+    import torch.nn.functional as F
+
+    loss = F.nll_loss(out, y, weight=class_weights)
+    if label_smoothing:
+        loss = (1 - label_smoothing) * loss - label_smoothing * out.mean(dim=1).mean()
+    return loss
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -73,6 +83,7 @@ def train_one_epoch(
     channels_last: bool = False,
     class_weights: Any | None = None,
     label_smoothing: float = 0.0,
+    mixup_alpha: float = 0.0,
     desc: str = "train",
     progress: bool = True,
 ) -> EpochMetrics:
@@ -81,9 +92,11 @@ def train_one_epoch(
     ``class_weights`` (a float tensor, one weight per class) weights the loss, e.g. to give a
     small class the same total say as a large one. ``label_smoothing`` (eps) mixes the target with
     the uniform distribution: loss = (1 - eps) NLL + eps mean(-log p), a guard against wrong labels.
+    ``mixup_alpha`` > 0 mixes each batch with a shuffled copy of itself, lam ~ Beta(a, a), and the
+    loss with it (mixup; on cached prefix features it is manifold mixup at that block). Training
+    accuracy is then counted against the dominant target.
     """
     import torch
-    import torch.nn.functional as F
 
     train_mode(model)
     total = len(loader) if max_steps is None else min(len(loader), max_steps)  # type: ignore[arg-type]
@@ -95,10 +108,16 @@ def train_one_epoch(
             break
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if mixup_alpha > 0:
+            lam = float(torch.distributions.Beta(mixup_alpha, mixup_alpha).sample())
+            perm = torch.randperm(x.shape[0])
+            x = lam * x + (1 - lam) * x[perm]
         out = forward(model, x, first_trainable, start_block)
-        loss = F.nll_loss(out, y, weight=class_weights)
-        if label_smoothing:
-            loss = (1 - label_smoothing) * loss - label_smoothing * out.mean(dim=1).mean()
+        loss = _loss(out, y, class_weights, label_smoothing)
+        if mixup_alpha > 0:
+            loss = lam * loss + (1 - lam) * _loss(out, y[perm], class_weights, label_smoothing)
+            if lam < 0.5:
+                y = y[perm]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
