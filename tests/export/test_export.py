@@ -176,6 +176,25 @@ def test_int8_smaller_and_agrees_on_real_photos(exported) -> None:
     assert b.files["fp32"].bytes >= 3 * b.files["int8"].bytes
 
 
+def test_int8_keeps_the_first_convolutions_and_the_softmax_in_float(exported) -> None:
+    import onnx
+
+    from skyclass.export.quantize import FLOAT_CONVS
+
+    graph = onnx.load(str(exported.out / "model.int8.onnx")).graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+
+    def weight_is_int8(conv) -> bool:  # QDQ: the weight comes through a DequantizeLinear
+        src = made_by.get(conv.input[1])
+        return src is not None and src.op_type == "DequantizeLinear"
+
+    assert [weight_is_int8(c) for c in convs[:FLOAT_CONVS]] == [False] * FLOAT_CONVS
+    assert all(weight_is_int8(c) for c in convs[FLOAT_CONVS:])
+    # the output comes straight from a float LogSoftmax, not through a quantize/dequantize pair
+    assert made_by[graph.output[0].name].op_type == "LogSoftmax"
+
+
 def test_parity_json_and_card(exported) -> None:
     parity = json.loads((exported.out / "parity.json").read_text())
     assert parity["passed"] is True and parity["failures"] == []

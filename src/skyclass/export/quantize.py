@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 #: Operators left in float: the output's (log-)softmax needs its dynamic range.
 KEEP_FLOAT = ("LogSoftmax", "Softmax")
+#: The first convolutions (MobileNetV2: the stem and the first inverted-residual block) stay in
+#: float: they see the raw normalised pixels, whose range int8 covers worst, and their error
+#: carries through every later layer. Measured on the flagship at 288 px (235 test photos):
+#: int8 vs fp32 top-1 agreement 98.30% with them quantized, 99.15% without, for +1 KB.
+FLOAT_CONVS = 3
 
 
 def quantize_int8(
@@ -25,11 +30,13 @@ def quantize_int8(
     *,
     batch_size: int = 16,
     method: str = "minmax",
+    float_convs: int = FLOAT_CONVS,
 ) -> None:
     """Write a QDQ int8 model of ``fp32_path`` to ``out_path``, calibrated on ``calibration``.
 
     ``calibration``: (N,3,H,W) float32, the model's real inputs. ``quant_pre_process`` (shape
-    inference and graph optimisation) runs first, as ONNX Runtime recommends.
+    inference and graph optimisation) runs first, as ONNX Runtime recommends. The first
+    ``float_convs`` Conv nodes, in graph order, and the softmax stay in float.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -69,6 +76,8 @@ def quantize_int8(
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=False)
         pre_model = onnx.load(str(pre))
         keep_float = [n.name for n in pre_model.graph.node if n.op_type in KEEP_FLOAT]
+        convs = [n.name for n in pre_model.graph.node if n.op_type == "Conv"]
+        keep_float += convs[:float_convs]
         quantize_static(
             str(pre),
             str(out_path),
