@@ -164,6 +164,10 @@ def test_a_stale_or_malformed_review_is_refused(tmp_path: Path):
     twice = _review(tmp_path / "twice.csv", [(*cases["is not one of"][:2], "keep", "")] * 2)
     with pytest.raises(SplitInputError, match="reviewed twice"):
         make_split(SplitConfig(CLEAN, seed=0, review=twice))
+    short = tmp_path / "short.csv"  # a row cut short: no label, no decision
+    short.write_text(f"path,label,decision\n{first['path']}\n")
+    with pytest.raises(SplitInputError, match="labeled"):
+        make_split(SplitConfig(CLEAN, seed=0, review=short))
     bad = tmp_path / "bad.csv"
     bad.write_text("path,label\nx,y\n")
     with pytest.raises(SplitInputError, match="needs columns"):

@@ -185,13 +185,14 @@ def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[s
     out: dict[str, tuple[str, str]] = {}
     for n, r in enumerate(table, start=2):
         where = f"review {path}:{n}"
-        p, decision = r["path"].strip(), (r.get("decision") or "").strip().lower()
+        p, label = (r.get("path") or "").strip(), (r.get("label") or "").strip()
+        decision = (r.get("decision") or "").strip().lower()
         new_label = (r.get("new_label") or "").strip()
         if p not in label_of:
             raise SplitInputError(f"{where}: {p} is not a row of the manifest")
-        if r["label"].strip() != label_of[p]:
+        if label != label_of[p]:
             raise SplitInputError(
-                f"{where}: {p} is labeled {label_of[p]!r} in the manifest, {r['label']!r} here"
+                f"{where}: {p} is labeled {label_of[p]!r} in the manifest, {label!r} here"
             )
         if not decision:
             continue
