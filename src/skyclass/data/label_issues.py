@@ -149,7 +149,7 @@ def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = T
     from tqdm import tqdm
 
     from skyclass.data.dataset import load_images
-    from skyclass.data.transforms import build_test_transform, eval_input
+    from skyclass.data.transforms import build_test_transform, eval_cache_tag, eval_input
     from skyclass.model import build_model
     from skyclass.serve.preprocess import PreprocessConfig
 
@@ -158,7 +158,7 @@ def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = T
     images = load_images(
         files,
         lambda b: eval_input(b, pre),
-        tag=f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}",
+        tag=eval_cache_tag(pre),
         cache_dir=config.cache_dir,
         progress=progress,
         desc="decode",

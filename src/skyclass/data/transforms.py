@@ -46,6 +46,11 @@ class AugmentConfig:
             raise ValueError(f"augment.cache_size must be >= 32, got {self.cache_size}")
 
 
+def eval_cache_tag(pre: PreprocessConfig) -> str:
+    """The decoded-image cache tag of :func:`eval_input` under ``pre`` (one tag, every caller)."""
+    return f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}"
+
+
 def eval_input(data: bytes, pre: PreprocessConfig) -> np.ndarray:
     """Image bytes -> uint8 HWC at the model size, exactly as serving decodes and resizes."""
     return load_resized(

@@ -28,6 +28,7 @@ from skyclass.data.dataset import (
 from skyclass.data.transforms import (
     build_test_transform,
     build_train_transform,
+    eval_cache_tag,
     eval_input,
     train_input,
 )
@@ -242,7 +243,7 @@ def fit(
         progress=progress,
         desc="decode train",
     )
-    test_tag = f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}"
+    test_tag = eval_cache_tag(pre)
     val_imgs = load_images(
         data.val.files(),
         lambda b: eval_input(b, pre),
@@ -548,7 +549,7 @@ def evaluate_manifest(
     imgs = load_images(
         manifest.files(),
         lambda b: eval_input(b, pre),
-        tag=f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}",
+        tag=eval_cache_tag(pre),
         cache_dir=cache,
         progress=progress,
         desc="decode",
