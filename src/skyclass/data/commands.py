@@ -181,9 +181,7 @@ def label_issues(
         raise _fail(str(exc), exc.exit_code) from None
     except ValueError as exc:  # DataError included: a bad manifest, a class too small for folds
         raise _fail(str(exc)) from None
-    per = ", ".join(
-        f"{c} {len([i for i in report.issues if i.label == c])}" for c in report.class_names
-    )
+    per = ", ".join(f"{c} {n}" for c, n in report.summary()["issues_per_label"].items())
     typer.echo(
         f"{len(report.issues)} suspects of {report.n} (out-of-fold accuracy "
         f"{report.oof_accuracy:.1%}; by given label: {per}) -> {out}/review.csv"
