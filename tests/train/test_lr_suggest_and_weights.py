@@ -50,15 +50,21 @@ def test_a_descending_curve_keeps_min_over_ten() -> None:
     assert 1e-3 < min_lr < 0.5
 
 
+def _head_only_model() -> torch.nn.Module:
+    """A 2-class MobileNetV2 (seeded, no pretrained weights) with every feature block frozen."""
+    torch.manual_seed(0)
+    model = build_model(2, weights=None, dropout=0.0)
+    set_trainable(model, [])
+    return model
+
+
 def test_class_weights_setting_is_checked() -> None:
     with pytest.raises(ConfigError, match="class_weights"):
         TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", class_weights="auto")
 
 
 def test_weighted_loss_counts_a_small_class_more() -> None:
-    torch.manual_seed(0)
-    model = build_model(2, weights=None, dropout=0.0)
-    set_trainable(model, [])
+    model = _head_only_model()
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
     grads = []
@@ -73,9 +79,7 @@ def test_weighted_loss_counts_a_small_class_more() -> None:
 def test_label_smoothing_is_checked_and_changes_the_loss() -> None:
     with pytest.raises(ConfigError, match="label_smoothing"):
         TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", label_smoothing=1.0)
-    torch.manual_seed(0)
-    model = build_model(2, weights=None, dropout=0.0)
-    set_trainable(model, [])
+    model = _head_only_model()
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 0, 1])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
@@ -91,9 +95,7 @@ def test_label_smoothing_is_checked_and_changes_the_loss() -> None:
 def test_mixup_is_checked_and_trains_on_the_blend_of_two_targets() -> None:
     with pytest.raises(ConfigError, match="mixup_alpha"):
         TrainConfig(name="x", data_root=".", train="a.csv", val="b.csv", mixup_alpha=-0.1)
-    torch.manual_seed(0)
-    model = build_model(2, weights=None, dropout=0.0)
-    set_trainable(model, [])
+    model = _head_only_model()
     # Cached-prefix inputs at the last block (manifold mixup there): pooled, then the head.
     x = torch.randn(4, 1280, 2, 2, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([0, 1, 0, 1])
