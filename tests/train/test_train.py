@@ -328,5 +328,16 @@ def test_evaluate_command_writes_reports(manifests: dict[str, Path], tmp_path: P
     assert (out / "confusion.png").stat().st_size > 1000
     html = (out / "misclassified.html").read_text()
     assert "misclassified" in html
+    # predictions.csv: one row per manifest row, in order, consistent with metrics.json.
+    preds = list(csv.DictReader((out / "predictions.csv").open()))
+    manifest = list(csv.DictReader(manifests["train"].open()))
+    assert [Path(r["file"]).name for r in preds] == [Path(r["path"]).name for r in manifest]
+    assert [r["label"] for r in preds] == [r["label"] for r in manifest]
+    correct = sum(r["predicted"] == r["label"] for r in preds)
+    assert correct == sum(m["confusion"][i][i] for i in range(4))
+    for r in preds:
+        ps = [float(r[f"p_{c}"]) for c in CLASSES]
+        assert abs(sum(ps) - 1) < 1e-4 and float(r["confidence"]) == max(ps)
+        assert r["predicted"] == CLASSES[ps.index(max(ps))]
     res = runner.invoke(build_app(), args)
     assert res.exit_code == 2 and "--force" in res.output

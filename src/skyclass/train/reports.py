@@ -1,4 +1,5 @@
-"""Reports: per-class metrics (metrics.json), confusion matrix, misclassified gallery, curves.
+"""Reports: per-class metrics (metrics.json), per-image predictions (predictions.csv), confusion
+matrix, misclassified gallery, curves.
 
 Compute first (``classification_metrics``), render after; every file is written atomically.
 """
@@ -6,6 +7,7 @@ Compute first (``classification_metrics``), render after; every file is written 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -172,6 +174,29 @@ small{{word-break:break-all;color:#666}}</style></head>
     return write_text_atomic(path, doc)
 
 
+def write_predictions(
+    files: Sequence[Path],
+    targets: Sequence[int],
+    probs: np.ndarray,
+    labels: Sequence[str],
+    path: Path,
+) -> Path:
+    """One row per image: file, true and predicted label, confidence, loss and every class's
+    probability, in manifest order, for analysis beyond the summary (by source, by size, ...)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["file", "label", "predicted", "confidence", "loss", *(f"p_{c}" for c in labels)]
+    )
+    for f, t, p in zip(files, targets, probs, strict=True):
+        k = int(p.argmax())
+        loss = -float(np.log(max(float(p[t]), 1e-12)))
+        writer.writerow(
+            [str(f), labels[t], labels[k], f"{p[k]:.6f}", f"{loss:.6f}", *(f"{x:.6f}" for x in p)]
+        )
+    return write_text_atomic(path, buf.getvalue())
+
+
 def write_eval_reports(
     out_dir: Path,
     *,
@@ -181,10 +206,12 @@ def write_eval_reports(
     labels: Sequence[str],
     title: str,
 ) -> dict[str, Any]:
-    """metrics.json, confusion.png and misclassified.html for one manifest; returns the metrics."""
+    """metrics.json, predictions.csv, confusion.png and misclassified.html for one manifest;
+    returns the metrics."""
     preds = probs.argmax(1) if len(targets) else np.array([], dtype=int)
     metrics = classification_metrics(targets, preds, labels)
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_predictions(files, targets, probs, labels, out_dir / "predictions.csv")
     plot_confusion(
         metrics["confusion"],
         labels,
