@@ -105,6 +105,14 @@ class TrainConfig:
     #: mixup's Beta(a, a) parameter (0 = off; 0.2-0.4 is usual): trains on blends of two images
     #: and of their targets, which keeps a model from memorising single (possibly wrong) labels.
     mixup_alpha: float = 0.0
+    #: Within each class, draw a training photo with weight (photos of its class from its
+    #: source) ** -source_balance, each class keeping its share: 0 = off, 1 = every source of a
+    #: class drawn equally often (epochs then sample with replacement). Needs ``sources``.
+    source_balance: float = 0.0
+    #: A CSV/TSV naming each file's source, as ``skyclass split --groups`` reads it (a ``path``
+    #: column, or ``class``/``label`` + ``file``); the source is its ``source_column`` value.
+    sources: str | None = None
+    source_column: str = "source_repo"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
@@ -124,6 +132,10 @@ class TrainConfig:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.mixup_alpha < 0:
             raise ConfigError(f"mixup_alpha must be >= 0, got {self.mixup_alpha}")
+        if not 0 <= self.source_balance <= 1:
+            raise ConfigError(f"source_balance must be in [0, 1], got {self.source_balance}")
+        if self.source_balance and not self.sources:
+            raise ConfigError("source_balance needs sources (a table naming each file's source)")
         if self.class_weights not in ("none", "balanced"):
             raise ConfigError(
                 f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}"

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from skyclass.data.transforms import (
 )
 from skyclass.serve.preprocess import PreprocessConfig
 from skyclass.train.config import TrainConfig, config_from_dict
+from skyclass.train.sampling import source_balanced_weights
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ class Data:
     train: Manifest
     val: Manifest
     test: Manifest | None
+    #: Per training photo, how likely an epoch draws it (None = each once per epoch).
+    train_weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,20 +91,54 @@ def check_data(config: TrainConfig) -> Data:
     missing = sorted(set(names) - set(train.labels))
     if missing:
         raise DataError(f"{config.train}: no training images for class(es) {', '.join(missing)}")
-    return Data(class_names=tuple(names), train=train, val=val, test=test)
+    weights = None
+    if config.source_balance:
+        weights = tuple(
+            source_balanced_weights(
+                train.labels, _sources_of(train, config), config.source_balance
+            ).tolist()
+        )
+    return Data(class_names=tuple(names), train=train, val=val, test=test, train_weights=weights)
+
+
+def _sources_of(manifest: Manifest, config: TrainConfig) -> list[str]:
+    """Each manifest row's source from ``config.sources``; every row must have one."""
+    from skyclass.data.split import SplitInputError, read_groups
+
+    assert config.sources is not None
+    try:
+        table = read_groups(Path(config.sources), config.source_column)
+    except SplitInputError as exc:
+        raise DataError(f"sources: {exc}") from exc
+    missing = [p for p in manifest.paths if p not in table]
+    if missing:
+        raise DataError(
+            f"{config.sources}: no source for {len(missing)} training file(s), e.g. {missing[0]}"
+        )
+    return [table[p] for p in manifest.paths]
 
 
 def _seed_for(config: TrainConfig, global_epoch: int, salt: int = 0) -> int:
     return (config.seed * 1_000_003 + global_epoch * 7_919 + salt) % (2**31)
 
 
-def _train_loader(ds: ImageDataset, config: TrainConfig, seed: int) -> Any:
+def _train_loader(
+    ds: ImageDataset, config: TrainConfig, seed: int, weights: Sequence[float] | None = None
+) -> Any:
+    """One epoch's loader: every photo once in a seeded order, or, with ``weights``, len(ds)
+    seeded draws with replacement."""
     import torch
-    from torch.utils.data import DataLoader, RandomSampler
+    from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
     torch.manual_seed(seed)
     ds.reseed(seed)
     generator = torch.Generator().manual_seed(seed)
+    if weights is None:
+        sampler: Any = RandomSampler(ds, generator=generator)
+    else:
+        sampler = WeightedRandomSampler(
+            list(weights), num_samples=len(ds), replacement=True, generator=generator
+        )
 
     def init_worker(worker_id: int) -> None:
         info = torch.utils.data.get_worker_info()
@@ -109,7 +147,7 @@ def _train_loader(ds: ImageDataset, config: TrainConfig, seed: int) -> Any:
     return DataLoader(
         ds,
         batch_size=config.batch_size,
-        sampler=RandomSampler(ds, generator=generator),
+        sampler=sampler,
         drop_last=len(ds) > config.batch_size,
         num_workers=config.workers,
         worker_init_fn=init_worker if config.workers > 0 else None,
@@ -353,7 +391,7 @@ def fit(
                 stage_lrs[stage.name] = stage.lr
             else:
                 seed = _seed_for(config, before, salt=17)
-                loader = _train_loader(train_src, config, seed)
+                loader = _train_loader(train_src, config, seed, data.train_weights)
                 res = lr_find(
                     model,
                     loader,
@@ -383,7 +421,7 @@ def fit(
         )
         for ep in range(start_ep, n_ep):
             g = before + ep
-            loader = _train_loader(train_src, config, _seed_for(config, g))
+            loader = _train_loader(train_src, config, _seed_for(config, g), data.train_weights)
             desc = f"{stage.name} {ep + 1}/{n_ep}"
             tm = train_one_epoch(
                 model,
