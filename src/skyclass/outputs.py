@@ -34,6 +34,39 @@ def write_text_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temp_dirs(out: Path) -> list[Path]:
+    """Remove the temp folders ``.{out.name}.tmp-{pid}-*`` beside ``out`` whose process is gone (a
+    run killed before it could clean up); a live process's folder is left alone. Returns them."""
+    removed = []
+    prefix = f".{out.name}.tmp-"
+    if not out.parent.is_dir():
+        return removed
+    for p in out.parent.iterdir():
+        pid = p.name[len(prefix) :].split("-", 1)[0]
+        if p.name.startswith(prefix) and pid.isdigit() and p.is_dir() and not _running(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def make_temp_dir(out: Path) -> Path:
+    """A new hidden folder beside ``out`` for building it (``.{name}.tmp-{pid}-XXXX``), after
+    removing those that killed runs left behind."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_dirs(out)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+
+
 def publish_dir(tmp: Path, out: Path) -> None:
     """Rename the finished folder ``tmp`` to ``out``, replacing ``out`` if it exists (the caller
     has checked --force); on a failed swap the old ``out`` is put back."""
@@ -61,8 +94,7 @@ def atomic_dir(out: Path, force: bool = False) -> Iterator[Path]:
     """
     out = Path(out)
     check_output(out, force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         yield tmp
         publish_dir(tmp, out)

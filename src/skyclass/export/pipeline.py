@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from skyclass.export.parity import (
 )
 from skyclass.export.quantize import quantize_int8
 from skyclass.export.source import ExportSource, resolve_source
-from skyclass.outputs import publish_dir
+from skyclass.outputs import make_temp_dir, publish_dir
 from skyclass.serve.bundle import ModelBundle, ModelFile, sha256_file, write_bundle
 
 log = logging.getLogger(__name__)
@@ -147,8 +146,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     label_index = {label: i for i, label in enumerate(source.labels)}
     truth = np.array([label_index.get(r.label, -1) for r in parity_set.rows])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out)
     try:
         t = time.perf_counter()
         info = export_onnx(
