@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -19,6 +20,16 @@ def shared_images(cls: str, n: int, prefix: str = "") -> list[Path]:
     """The first ``n`` real photos of a class (sorted by name, optionally by file prefix)."""
     files = sorted(p for p in (DATA_ROOT / cls).iterdir() if p.name.startswith(prefix))
     return files[:n]
+
+
+def write_manifest(path: Path, files: list[Path]) -> Path:
+    """A split manifest (path,label,group) of shared photos: label = class folder, group = stem."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label", "group"])
+        for f in files:
+            w.writerow([f.relative_to(DATA_ROOT).as_posix(), f.parent.name, f.stem])
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -20,19 +19,9 @@ from skyclass.model import build_model
 from skyclass.serve.bundle import load_bundle, sha256_file
 from skyclass.serve.predictor import Predictor
 from skyclass.serve.preprocess import PreprocessConfig, preprocess
-from tests.conftest import CLASSES, DATA_ROOT, shared_images
+from tests.conftest import CLASSES, DATA_ROOT, shared_images, write_manifest
 
 PRE = PreprocessConfig()
-
-
-def _write_manifest(path: Path, files: list[Path]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "group"])
-        for f in files:
-            rel = f.relative_to(DATA_ROOT)
-            writer.writerow([rel.as_posix(), rel.parts[0], f.stem])
-    return path
 
 
 def _batch(files: list[Path]) -> torch.Tensor:
@@ -71,9 +60,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, weights_path: Path) -> 
         "config": {},
         "data": {
             "root": str(DATA_ROOT),
-            "train": str(_write_manifest(tmp / "train.csv", train)),
-            "val": str(_write_manifest(tmp / "val.csv", test)),
-            "test": str(_write_manifest(tmp / "test.csv", test)),
+            "train": str(write_manifest(tmp / "train.csv", train)),
+            "val": str(write_manifest(tmp / "val.csv", test)),
+            "test": str(write_manifest(tmp / "test.csv", test)),
         },
         "metrics": {"val_accuracy": 0.5},
         "optimizer": opt.state_dict(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections import Counter
 from dataclasses import replace
@@ -16,7 +15,7 @@ from skyclass.data.dataset import DataError
 from skyclass.train.config import ConfigError, StageConfig, TrainConfig
 from skyclass.train.fit import ViewDataset, _train_loader, check_data, fit
 from skyclass.train.sampling import source_balanced_weights
-from tests.conftest import DATA_ROOT, WEIGHTS, shared_images
+from tests.conftest import DATA_ROOT, WEIGHTS, shared_images, write_manifest
 
 SOURCES = DATA_ROOT / "SOURCES.tsv"
 
@@ -37,15 +36,6 @@ def test_weights_by_hand() -> None:
         source_balanced_weights(labels, sources[:-1], 1.0)
 
 
-def _manifest(path: Path, files: list[Path]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "group"])
-        for f in files:
-            w.writerow([f.relative_to(DATA_ROOT).as_posix(), f.parent.name, f.stem])
-    return path
-
-
 @pytest.fixture()
 def lopsided(tmp_path: Path) -> dict[str, Path]:
     """large_quadcopters from two sources, 6 to 2 (the real SOURCES.tsv names them); every
@@ -60,8 +50,8 @@ def lopsided(tmp_path: Path) -> dict[str, Path]:
     ]
     val = [shared_images(c, 3, "ifo_")[2] for c in ("flying_birds", "large_quadcopters")]
     return {
-        "train": _manifest(tmp_path / "train.csv", large + others),
-        "val": _manifest(tmp_path / "val.csv", val),
+        "train": write_manifest(tmp_path / "train.csv", large + others),
+        "val": write_manifest(tmp_path / "val.csv", val),
         "out": tmp_path / "runs",
     }
 

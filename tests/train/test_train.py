@@ -28,18 +28,9 @@ from skyclass.train.checkpoint import load_checkpoint
 from skyclass.train.config import ConfigError, LRFindConfig, StageConfig, TrainConfig, load_config
 from skyclass.train.fit import RunExists, fit
 from skyclass.train.schedule import make_optimizer, make_scheduler
-from tests.conftest import CLASSES, DATA_ROOT, WEIGHTS, shared_images
+from tests.conftest import CLASSES, DATA_ROOT, WEIGHTS, shared_images, write_manifest
 
 torch.set_num_threads(2)
-
-
-def write_manifest(path: Path, files: list[Path]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["path", "label", "group"])
-        for f in files:
-            w.writerow([f.relative_to(DATA_ROOT).as_posix(), f.parent.name, f.stem])
-    return path
 
 
 @pytest.fixture(scope="module")
