@@ -208,7 +208,7 @@ def _run_lr_find(
     ds = ImageDataset(imgs, targets, build_train_transform(pre, cfg.augment))
     result = lr_find(
         model,
-        _train_loader(ds, cfg, cfg.seed),
+        _train_loader(ds, cfg, cfg.seed, data.train_weights),
         config=cfg.lr_find,
         stage=stage,
         first_trainable=first_trainable_block(model),
