@@ -332,3 +332,30 @@ def test_evaluate_command_writes_reports(manifests: dict[str, Path], tmp_path: P
         assert r["predicted"] == CLASSES[ps.index(max(ps))]
     res = runner.invoke(build_app(), args)
     assert res.exit_code == 2 and "--force" in res.output
+
+
+@pytest.mark.parametrize("balance", ["", 'source_balance = 0.5\nsources = "{sources}"\n'])
+def test_lr_find_command_writes_the_curve(
+    manifests: dict[str, Path], tmp_path: Path, balance: str
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'name = "tiny"\nout = "{tmp_path}"\ndata_root = "{DATA_ROOT}"\n'
+        f'train = "{manifests["train"]}"\nval = "{manifests["val"]}"\nweights = "{WEIGHTS}"\n'
+        f'image_size = 64\nbatch_size = 4\ncache_dir = "{manifests["cache"]}"\n'
+        + balance.format(sources=DATA_ROOT / "SOURCES.tsv")
+        + '[[stages]]\nname = "head"\nepochs = 1\n'
+    )
+    args = ["lr-find", "--config", str(config), "--num-iter", "6", "--no-progress"]
+    res = CliRunner().invoke(build_app(), args)
+    assert res.exit_code == 0, res.output
+    png = tmp_path / "lr-find-tiny" / "lr_find_head.png"
+    assert png.stat().st_size > 1000 and f"curve: {png}" in res.output
+    curve = json.loads(png.with_suffix(".json").read_text())
+    suggested = float(res.output.split("suggested lr (min10): ")[1].split()[0])
+    assert suggested == pytest.approx(curve["suggestion"], rel=0.01)
+    assert suggested > 0 and curve["method"] == "min10"
+    assert len(curve["lrs"]) <= 6 and curve["lrs"] == sorted(curve["lrs"])
+    # A second run refuses to overwrite the curve without --force.
+    res = CliRunner().invoke(build_app(), args)
+    assert res.exit_code == 2 and "--force" in res.output
