@@ -126,6 +126,14 @@ def thumbnail_b64(file: Path, side: int = 160) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def image_losses(probs: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+    """Each image's negative log-likelihood of its true class (probabilities clipped at 1e-12)."""
+    t = np.asarray(targets, dtype=int)
+    if not len(t):
+        return np.array([], dtype=np.float64)
+    return -np.log(np.clip(probs[np.arange(len(t)), t], 1e-12, 1.0))
+
+
 def write_gallery(
     files: Sequence[Path],
     targets: Sequence[int],
@@ -140,7 +148,7 @@ def write_gallery(
     embedded thumbnails with true / predicted label and confidence."""
     t = np.asarray(targets)
     pred = probs.argmax(1) if len(t) else np.array([], dtype=int)
-    loss = -np.log(np.clip(probs[np.arange(len(t)), t], 1e-12, 1.0)) if len(t) else t
+    loss = image_losses(probs, t)
     wrong = np.flatnonzero(pred != t)
     order = wrong[np.argsort(-loss[wrong], kind="stable")][:limit]
     cards = []
@@ -188,9 +196,9 @@ def write_predictions(
     writer.writerow(
         ["file", "label", "predicted", "confidence", "loss", *(f"p_{c}" for c in labels)]
     )
-    for f, t, p in zip(files, targets, probs, strict=True):
+    losses = image_losses(probs, targets)
+    for f, t, p, loss in zip(files, targets, probs, losses, strict=True):
         k = int(p.argmax())
-        loss = -float(np.log(max(float(p[t]), 1e-12)))
         writer.writerow(
             [str(f), labels[t], labels[k], f"{p[k]:.6f}", f"{loss:.6f}", *(f"{x:.6f}" for x in p)]
         )
