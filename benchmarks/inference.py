@@ -80,8 +80,8 @@ def model_only(
     batch_reps: int,
 ) -> dict[str, Any]:
     """Batch-1 latency (p50/p95 ms) and batch-8/32 throughput (images/s) of each engine."""
-    from skyclass.serve.predictor import Predictor
-    from skyclass.serve.preprocess import preprocess
+    from skyclass.core.predictor import Predictor
+    from skyclass.core.preprocess import preprocess
 
     pin_torch_threads(threads)
     predictors = {v: Predictor(model_dir, variant=v, threads=threads) for v in variants}
@@ -128,7 +128,7 @@ def end_to_end(
 ) -> dict[str, Any]:
     """``Predictor.predict(bytes)`` vs the peer handler's transforms + TorchScript, per photo."""
     from benchmarks.peer import torch_handler
-    from skyclass.serve.predictor import Predictor
+    from skyclass.core.predictor import Predictor
 
     pin_torch_threads(threads)
     predictors = {v: Predictor(model_dir, variant=v, threads=threads) for v in variants}

@@ -111,7 +111,7 @@ def short(exc: BaseException) -> str:
 
 
 def _variants(model_dir: Path) -> list[str]:
-    from skyclass.serve.bundle import load_bundle
+    from skyclass.core.bundle import load_bundle
 
     bundle = load_bundle(model_dir)
     return [
@@ -603,8 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from benchmarks.inference import pick_images
             from benchmarks.peer.build import build_peer
-            from skyclass.serve.bundle import load_bundle
-            from skyclass.serve.preprocess import preprocess
+            from skyclass.core.bundle import load_bundle
+            from skyclass.core.preprocess import preprocess
 
             bundle = load_bundle(opt.model_dir)
             checkpoints = sorted(

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skyclass.serve.errors import (
+from skyclass.core.errors import (
     CorruptImage,
     EmptyImage,
     ImageTooLarge,
     NotAnImage,
     UnsupportedFormat,
 )
-from skyclass.serve.preprocess import (
+from skyclass.core.preprocess import (
     ImageLimits,
     PreprocessConfig,
     decode_image,

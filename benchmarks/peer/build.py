@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from skyclass.core.bundle import ModelBundle
 from skyclass.model import build_model, load_trained
-from skyclass.serve.bundle import ModelBundle
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from skyclass.serve.bundle import load_bundle, sha256_file
-from skyclass.serve.errors import ModelUnavailable
-from skyclass.serve.predictor import Predictor
+from skyclass.core.bundle import load_bundle, sha256_file
+from skyclass.core.errors import ModelUnavailable
+from skyclass.core.predictor import Predictor
 from skyclass.serve.s3 import fetch_model_archive, make_model_archive, parse_s3_uri
 from tests.conftest import BUNDLED_MODEL, shared_images
 from tests.deploy.conftest import Archive, S3Server, free_port

@@ -13,12 +13,12 @@ import torch
 from typer.testing import CliRunner
 
 from skyclass.cli import build_app
+from skyclass.core.bundle import load_bundle, sha256_file
+from skyclass.core.predictor import Predictor
+from skyclass.core.preprocess import PreprocessConfig, preprocess
 from skyclass.export.config import ExportConfig, ExportError, ParityBounds
 from skyclass.export.pipeline import ParityError, run_export
 from skyclass.model import build_model
-from skyclass.serve.bundle import load_bundle, sha256_file
-from skyclass.serve.predictor import Predictor
-from skyclass.serve.preprocess import PreprocessConfig, preprocess
 from tests.conftest import CLASSES, DATA_ROOT, shared_images, write_manifest
 
 PRE = PreprocessConfig()

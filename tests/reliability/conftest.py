@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from skyclass.serve.errors import ImageError
+from skyclass.core.errors import ImageError
+from skyclass.core.predictor import Predictor
 from skyclass.serve.handler import LambdaAdapter, build_handler
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import BUNDLED_MODEL, REPO_ROOT
 from tests.deploy.conftest import model_archive, readonly_dir, s3_env, s3_server  # noqa: F401

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skyclass.serve.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from skyclass.core.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from skyclass.core.predictor import Predictor
+from skyclass.core.preprocess import preprocess
 from skyclass.serve.handler import LambdaAdapter
-from skyclass.serve.predictor import Predictor
-from skyclass.serve.preprocess import preprocess
 from tests.conftest import CLASSES
 from tests.reliability.conftest import (
     ARTIFACTS,

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from skyclass.serve.errors import ImageError
-from skyclass.serve.preprocess import ImageLimits, preprocess
+from skyclass.core.errors import ImageError
+from skyclass.core.preprocess import ImageLimits, preprocess
 from tests.reliability.corpus import source_photo
 
 MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "I;16", "I", "F")

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
-from skyclass.serve.bundle import ModelBundle, ModelFile, load_bundle, sha256_file, write_bundle
+from skyclass.core.bundle import ModelBundle, ModelFile, load_bundle, sha256_file, write_bundle
 from tests.conftest import BUNDLED_MODEL, REPO_ROOT
 
 FIXTURE_IMAGES = REPO_ROOT / "tests" / "fixtures" / "images"

@@ -13,8 +13,8 @@ with warnings.catch_warnings():  # starlette's note about httpx2; httpx is what 
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from skyclass.core.predictor import Predictor
 from skyclass.serve.app import create_app
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry, ModelSource
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import BUNDLED_MODEL

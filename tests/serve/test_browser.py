@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from skyclass.core.predictor import Predictor
 from skyclass.serve.handler import build_handler
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import BUNDLED_MODEL, REPO_ROOT
 from tests.events import load_event

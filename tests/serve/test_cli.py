@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from skyclass.serve.predictor import Predictor
+from skyclass.core.predictor import Predictor
 from tests.conftest import BUNDLED_MODEL, CLASSES, REPO_ROOT
 from tests.serve.support import FIXTURE_IMAGES, SECOND_MODEL, start_server, stop_server
 

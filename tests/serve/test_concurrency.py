@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from skyclass.core.predictor import Predictor
 from skyclass.serve.app import create_app
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry
 from skyclass.serve.settings import ServeSettings, SettingsError
 from tests.conftest import BUNDLED_MODEL

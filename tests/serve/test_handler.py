@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from skyclass.core.predictor import Predictor
 from skyclass.serve.handler import build_handler
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import BUNDLED_MODEL, CLASSES, REPO_ROOT

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from skyclass.serve.predictor import Predictor
+from skyclass.core.predictor import Predictor
 from tests.conftest import BUNDLED_MODEL, CLASSES, REPO_ROOT, shared_images
 from tests.serve.support import SECOND_LABELS, SECOND_MODEL, fixture_image
 

@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
+from skyclass.core.predictor import Predictor
 from skyclass.serve.app import create_app
-from skyclass.serve.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry, ModelSource
 from tests.conftest import BUNDLED_MODEL, REPO_ROOT, shared_images
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from skyclass.serve.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
-from skyclass.serve.predictor import Predictor
+from skyclass.core.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from skyclass.core.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry, ModelSource
 from tests.conftest import BUNDLED_MODEL, CLASSES, shared_images
 from tests.serve.support import SECOND_LABELS, needs_trained_model

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from skyclass.serve.errors import ModelUnavailable
-from skyclass.serve.predictor import Predictor
+from skyclass.core.errors import ModelUnavailable
+from skyclass.core.predictor import Predictor
 from skyclass.serve.registry import ModelRegistry, ModelSource, UnknownModel, public_reason
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import BUNDLED_MODEL

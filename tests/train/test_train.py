@@ -14,6 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from skyclass.cli import build_app
+from skyclass.core.preprocess import PreprocessConfig, preprocess
 from skyclass.data.dataset import DataError, load_images, read_manifest
 from skyclass.data.transforms import (
     AugmentConfig,
@@ -22,7 +23,6 @@ from skyclass.data.transforms import (
     eval_input,
 )
 from skyclass.model import build_model, set_trainable, train_mode
-from skyclass.serve.preprocess import PreprocessConfig, preprocess
 from skyclass.train import loop
 from skyclass.train.checkpoint import load_checkpoint
 from skyclass.train.config import ConfigError, LRFindConfig, StageConfig, TrainConfig, load_config

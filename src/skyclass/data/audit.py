@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.serve.preprocess import SUPPORTED_FORMATS
+from skyclass.core.preprocess import SUPPORTED_FORMATS
 
 log = logging.getLogger(__name__)
 

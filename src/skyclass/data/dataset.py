@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.serve.preprocess import IMAGE_SUFFIXES
+from skyclass.core.preprocess import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def load_images(
     """
     from tqdm import tqdm
 
-    from skyclass.serve.errors import ImageError
+    from skyclass.core.errors import ImageError
 
     cache = Path(cache_dir) if cache_dir else None
     if cache is not None:

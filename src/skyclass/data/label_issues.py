@@ -148,10 +148,10 @@ def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = T
     import torch
     from tqdm import tqdm
 
+    from skyclass.core.preprocess import PreprocessConfig
     from skyclass.data.dataset import load_images
     from skyclass.data.transforms import build_test_transform, eval_cache_tag, eval_input
     from skyclass.model import build_model
-    from skyclass.serve.preprocess import PreprocessConfig
 
     torch.set_num_threads(config.threads)
     pre = PreprocessConfig(size=(config.image_size, config.image_size))

@@ -1,6 +1,6 @@
 """Albumentations train and test pipelines, built from one PreprocessConfig (timm-factory style).
 
-Both start from ``skyclass.serve.preprocess.load_resized``: Pillow decode (with JPEG draft), EXIF
+Both start from ``skyclass.core.preprocess.load_resized``: Pillow decode (with JPEG draft), EXIF
 transpose, RGB, antialiased resize. The test pipeline resizes straight to the model size, exactly as
 serving does; the train pipeline resizes to ``AugmentConfig.cache_size`` (decoded once and cached),
 then crops, cuts out, flips, rotates and jitters. Normalize -> ToTensorV2 ends both.
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.serve.preprocess import PreprocessConfig, load_resized
+from skyclass.core.preprocess import PreprocessConfig, load_resized
 
 
 @dataclass(frozen=True)

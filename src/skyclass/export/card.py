@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyclass.core.bundle import ModelBundle
 from skyclass.export.config import ParityBounds
 from skyclass.export.images import ImageRow
 from skyclass.export.parity import ParityReport, parity_rows
-from skyclass.serve.bundle import ModelBundle
 
 DEFAULT_AGREEMENT = ParityBounds().min_int8_agreement
 
@@ -98,7 +98,7 @@ def render_card(c: CardInputs) -> str:
         f"Made from {c.kind} `{_shown(c.weights_file)}` (sha256 `{c.weights_sha256}`). "
         + ", ".join(f"{k}: {v}" for k, v in c.info.items() if v is not None and k != "val_metrics"),
         "",
-        "Preprocessing (model.json `preprocess`, applied by `skyclass.serve.preprocess`): "
+        "Preprocessing (model.json `preprocess`, applied by `skyclass.core.preprocess`): "
         f"EXIF-upright RGB, resize to {b.preprocess.size[1]}x{b.preprocess.size[0]} "
         f"({b.preprocess.interpolation}, JPEG draft decoding "
         f"{'on' if b.preprocess.draft else 'off'}), "

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from skyclass.core.errors import ImageError
+from skyclass.core.preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess
 from skyclass.data import dataset
 from skyclass.export.config import ExportError
-from skyclass.serve.errors import ImageError
-from skyclass.serve.preprocess import IMAGE_SUFFIXES, PreprocessConfig, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ImageSet:
 
 
 def load_images(rows: list[ImageRow], config: PreprocessConfig) -> ImageSet:
-    """Decode and preprocess with :func:`skyclass.serve.preprocess.preprocess`, the serving path.
+    """Decode and preprocess with :func:`skyclass.core.preprocess.preprocess`, the serving path.
 
     Unreadable files are skipped (and counted); raw data sets hold a few.
     """

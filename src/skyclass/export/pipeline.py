@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from skyclass.core.bundle import ModelBundle, ModelFile, sha256_file, write_bundle
 from skyclass.export.card import CardInputs, Example, render_card
 from skyclass.export.config import ExportConfig, ExportError
 from skyclass.export.images import ImageRow, load_images, read_manifest, sample_rows, scan_folder
@@ -32,7 +33,6 @@ from skyclass.export.parity import (
 from skyclass.export.quantize import quantize_int8
 from skyclass.export.source import ExportSource, resolve_source
 from skyclass.outputs import make_temp_dir, publish_dir
-from skyclass.serve.bundle import ModelBundle, ModelFile, sha256_file, write_bundle
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _examples(
 
 def _serving_check(folder: Path, rows: list[ImageRow], torch_probs: np.ndarray) -> float:
     """Load the folder with the serving Predictor; its answers on image bytes vs PyTorch."""
-    from skyclass.serve.predictor import Predictor
+    from skyclass.core.predictor import Predictor
 
     predictor = Predictor(folder, threads=2)
     worst = 0.0

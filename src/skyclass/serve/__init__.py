@@ -1,1 +1,1 @@
-"""Serving: torch-free preprocessing, ONNX Runtime predictor, ASGI app, Lambda handler."""
+"""Serving: the ASGI app, Lambda handler, model registry, settings and S3 fetch, over core."""

@@ -31,7 +31,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skyclass import __version__
-from skyclass.serve.errors import EmptyImage, ImageError, ModelUnavailable
+from skyclass.core.errors import EmptyImage, ImageError, ModelUnavailable
 from skyclass.serve.registry import ModelRegistry, UnknownModel
 from skyclass.serve.settings import ALL_CLASSES_UP_TO, ServeSettings
 

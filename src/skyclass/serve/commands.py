@@ -19,7 +19,7 @@ from skyclass.cli import fail as _fail
 def resolve_model(value: str) -> Path:
     """A model folder from ``--model``: a folder path, or the name of a folder beside the default
     model (``imagenet-mobilenet-v2`` -> ``models/imagenet-mobilenet-v2``)."""
-    from skyclass.serve.bundle import MANIFEST
+    from skyclass.core.bundle import MANIFEST
     from skyclass.serve.settings import default_model_dir
 
     path = Path(value).expanduser()
@@ -33,7 +33,7 @@ def resolve_model(value: str) -> Path:
 
 def collect_images(paths: list[Path]) -> list[Path]:
     """Files as given (any extension), and image files under folders (recursive, sorted)."""
-    from skyclass.serve.preprocess import IMAGE_SUFFIXES
+    from skyclass.core.preprocess import IMAGE_SUFFIXES
 
     out: list[Path] = []
     for path in paths:
@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
 
         import uvicorn
 
+        from skyclass.core.errors import ModelUnavailable
         from skyclass.serve.app import create_app
-        from skyclass.serve.errors import ModelUnavailable
         from skyclass.serve.registry import ModelRegistry
         from skyclass.serve.settings import ServeSettings, SettingsError
 
@@ -132,9 +132,9 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Classify image files and folders with a model folder (the bundled one by default)."""
-        from skyclass.serve.bundle import VARIANTS
-        from skyclass.serve.errors import ImageError, ModelUnavailable
-        from skyclass.serve.predictor import Predictor
+        from skyclass.core.bundle import VARIANTS
+        from skyclass.core.errors import ImageError, ModelUnavailable
+        from skyclass.core.predictor import Predictor
         from skyclass.serve.settings import ALL_CLASSES_UP_TO, default_model_dir
 
         if variant is not None and variant not in VARIANTS:

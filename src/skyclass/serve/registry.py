@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from skyclass.serve.bundle import MANIFEST, ModelBundle, load_bundle
-from skyclass.serve.errors import ModelUnavailable
-from skyclass.serve.predictor import Predictor
-from skyclass.serve.preprocess import ImageLimits
+from skyclass.core.bundle import MANIFEST, ModelBundle, load_bundle
+from skyclass.core.errors import ModelUnavailable
+from skyclass.core.predictor import Predictor
+from skyclass.core.preprocess import ImageLimits
 from skyclass.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)

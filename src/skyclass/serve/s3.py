@@ -33,8 +33,8 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from skyclass.serve.bundle import MANIFEST
-from skyclass.serve.errors import ModelUnavailable
+from skyclass.core.bundle import MANIFEST
+from skyclass.core.errors import ModelUnavailable
 
 log = logging.getLogger(__name__)
 

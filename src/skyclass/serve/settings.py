@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from skyclass.serve.bundle import MANIFEST, VARIANTS
-from skyclass.serve.preprocess import ImageLimits
+from skyclass.core.bundle import MANIFEST, VARIANTS
+from skyclass.core.preprocess import ImageLimits
 
 DEFAULT_MODEL_NAME = "flying-objects"
 MAX_BODY_BYTES = 6 * 1024 * 1024

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from skyclass.core.preprocess import PreprocessConfig
 from skyclass.data.dataset import (
     DataError,
     ImageDataset,
@@ -33,7 +34,6 @@ from skyclass.data.transforms import (
     eval_input,
     train_input,
 )
-from skyclass.serve.preprocess import PreprocessConfig
 from skyclass.train.config import TrainConfig, config_from_dict
 from skyclass.train.sampling import source_balanced_weights
 

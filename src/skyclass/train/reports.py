@@ -117,7 +117,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
 def thumbnail_b64(file: Path, side: int = 160) -> str:
     from PIL import Image
 
-    from skyclass.serve.preprocess import decode_image
+    from skyclass.core.preprocess import decode_image
 
     img = decode_image(file.read_bytes(), draft_size=(side, side))
     img.thumbnail((side, side), Image.Resampling.BILINEAR)

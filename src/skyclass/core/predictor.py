@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skyclass.serve.bundle import ModelBundle, load_bundle, sha256_file
-from skyclass.serve.errors import ModelUnavailable
-from skyclass.serve.preprocess import ImageLimits, preprocess
+from skyclass.core.bundle import ModelBundle, load_bundle, sha256_file
+from skyclass.core.errors import ModelUnavailable
+from skyclass.core.preprocess import ImageLimits, preprocess
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from skyclass.serve.errors import (
+from skyclass.core.errors import (
     CorruptImage,
     EmptyImage,
     ImageTooLarge,
@@ -141,7 +141,7 @@ def decode_image(
     Checks size limits from the header before decoding; applies EXIF orientation; takes the first
     frame of animations; composites transparency onto ``background``; maps 16-bit and other modes to
     8-bit RGB. ``draft_size`` (width, height) lets a JPEG decode at 1/2, 1/4 or 1/8 scale, never
-    below that size. Raises an :class:`~skyclass.serve.errors.ImageError` for anything bad.
+    below that size. Raises an :class:`~skyclass.core.errors.ImageError` for anything bad.
     """
     limits = limits or ImageLimits()
     img = _open(data, limits)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from skyclass.serve.errors import ModelUnavailable
-from skyclass.serve.preprocess import PreprocessConfig
+from skyclass.core.errors import ModelUnavailable
+from skyclass.core.preprocess import PreprocessConfig
 
 SCHEMA_VERSION = 1
 MANIFEST = "model.json"

@@ -1,0 +1,1 @@
+"""Torch-free core shared by serving, training and export: preprocessing, bundle, predictor."""
