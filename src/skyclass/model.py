@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -83,8 +85,39 @@ def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     ``class_names`` (list[str]), ``preprocess`` (PreprocessConfig.to_dict()) and optionally
     ``dropout``; training adds optimizer, scheduler, epoch, RNG states, config and metrics.
     """
-    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(checkpoint)
     model = build_model(len(ckpt["class_names"]), weights=None, dropout=ckpt.get("dropout", 0.2))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint skyclass will load (unreadable, or it carries code)."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a skyclass checkpoint without running any code it may carry.
+
+    ``torch.load(weights_only=True)`` unpickles tensors, dicts, lists, tuples, strings and numbers
+    only; a pickle that names any other callable (``os.system``, a class) is refused, never run.
+    Checkpoints written by skyclass hold nothing else (RNG states are stored as tensors).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} refused: it is not a plain-tensor checkpoint (it would run code or load "
+            f"an object on unpickling: {first[:160]})"
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__})"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a skyclass checkpoint (not a dict)")
+    return ckpt

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from skyclass.core.bundle import sha256_file
+from skyclass.core.preprocess import PreprocessConfig
 from skyclass.export.config import ExportConfig, ExportError
-from skyclass.serve.bundle import sha256_file
-from skyclass.serve.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:
     from torch import nn
@@ -62,18 +62,12 @@ def _resolve_path(value: str | None, bases: list[Path]) -> Path | None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    import torch
+    from skyclass.model import CheckpointError, load_checkpoint
 
-    if not path.is_file():
-        raise ExportError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ExportError(
-            f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__})"
-        ) from exc
-    if not isinstance(ckpt, dict):
-        raise ExportError(f"{path} is not a skyclass checkpoint (not a dict)")
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from exc
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise ExportError(f"{path} is not a skyclass checkpoint (missing {', '.join(missing)})")

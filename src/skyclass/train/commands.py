@@ -22,10 +22,11 @@ def _load(config: Path, **overrides: Any) -> Any:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from skyclass.data.dataset import DataError
+    from skyclass.model import CheckpointError
     from skyclass.train.config import ConfigError
     from skyclass.train.fit import RunExists
 
-    return (ConfigError, DataError, RunExists)
+    return (ConfigError, DataError, RunExists, CheckpointError)
 
 
 def register(app: typer.Typer) -> None:
@@ -176,7 +177,7 @@ def _run_lr_find(
 
     from skyclass.data.dataset import DataError, ImageDataset, load_images
     from skyclass.data.transforms import build_train_transform, train_input
-    from skyclass.model import build_model, set_trainable
+    from skyclass.model import build_model, load_checkpoint, set_trainable
     from skyclass.outputs import write_text_atomic
     from skyclass.train.fit import _train_loader, check_data, preprocess_config
     from skyclass.train.lr_find import lr_find, plot_lr_find
@@ -187,11 +188,11 @@ def _run_lr_find(
     pre = preprocess_config(cfg)
     model = build_model(len(data.class_names), weights=cfg.weights, dropout=cfg.dropout)
     if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise DataError(f"checkpoint not found: {checkpoint}")
-        model.load_state_dict(
-            torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
-        )
+        ckpt = load_checkpoint(checkpoint)
+        if "model" not in ckpt:
+            raise DataError(f"{checkpoint} is not a skyclass checkpoint (no 'model' state)")
+        state = ckpt["model"]
+        model.load_state_dict(state)
     set_trainable(model, stage.unfreeze)
     n = num_iter or cfg.lr_find.num_iter
     # Only the images the sweep will see are decoded.
