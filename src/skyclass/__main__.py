@@ -1,4 +1,4 @@
-"""``python -m skyclass`` (and ``torchrun -m skyclass``): the same CLI as the ``skyclass`` script."""
+"""`python -m skyclass` (and `torchrun -m skyclass`): the same CLI as the `skyclass` script."""
 
 from skyclass.cli import main
 
