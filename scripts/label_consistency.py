@@ -1,7 +1,7 @@
 """How consistently does each source label two classes? (the large vs small quadcopter question)
 
 For each source that holds photos of both classes, a logistic regression on frozen ImageNet
-MobileNetV2 features (skyclass.data.label_issues.embed) is cross-validated on that source's photos
+MobileNetV2 features (skyclass.train.label_issues.embed) is cross-validated on that source's photos
 alone: a source whose labels follow a visual rule scores high, one whose labels contradict each
 other scores low, whatever the other sources do. It also trains on every other source and tests
 on each source, which shows whether the sources share one convention.
@@ -40,7 +40,7 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from skyclass.data.label_issues import LabelIssueConfig, embed
+    from skyclass.train.label_issues import LabelIssueConfig, embed
     from skyclass.data.split import read_groups
 
     source_of = read_groups(args.sources, args.source_column)

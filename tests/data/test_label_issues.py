@@ -150,3 +150,20 @@ def test_bad_input_is_one_clear_line(planted, tmp_path):
     )
     assert res.exit_code == 2 and "file not found" in res.output
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+def test_onnxruntime_and_torch_embeddings_agree_on_real_photos(tmp_path):
+    """The fast CPU engine computes the same embedding as the PyTorch backbone."""
+    from dataclasses import replace
+
+    from skyclass.train.label_issues import LabelIssueConfig, embed
+
+    files = [p for c in ("flying_birds", "winged_drones") for p in shared_images(c, 3)]
+    cfg = LabelIssueConfig(tmp_path / "m.csv", DATA_ROOT, str(WEIGHTS), cache_dir=str(tmp_path))
+    fast = embed(files, replace(cfg, engine="onnxruntime"), progress=False)
+    slow = embed(files, replace(cfg, engine="torch"), progress=False)
+    assert fast.shape == (6, 1280)
+    np.testing.assert_allclose(fast, slow, rtol=1e-4, atol=1e-4)
+    assert list(tmp_path.glob("embed-*.onnx")), "the exported backbone is cached"
+    with pytest.raises(ValueError, match="engine"):
+        replace(cfg, engine="tpu")

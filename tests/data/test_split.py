@@ -156,11 +156,19 @@ def test_a_stale_or_malformed_review_is_refused(tmp_path: Path):
         "not a row": ("flying_birds/nope.jpg", "flying_birds", "exclude", ""),
         "is not one of": (first["path"], first["label"], "delete", ""),
         "relabel needs": (first["path"], first["label"], "relabel", "ufo"),
+        "got 'ufo', valid: ": (first["path"], first["label"], "relabel", "ufo"),
     }
     for message, row in cases.items():
         review = _review(tmp_path / "review.csv", [row])
-        with pytest.raises(SplitInputError, match=message):
+        with pytest.raises(SplitInputError, match=message) as err:
             make_split(SplitConfig(CLEAN, seed=0, review=review))
+        if row[2] == "relabel":  # the valid classes are named, the row's own label is not
+            others = [
+                c
+                for c in ("flying_birds", "large_quadcopters", "small_quadcopters", "winged_drones")
+                if c != first["label"]
+            ]
+            assert str(err.value).endswith("valid: " + ", ".join(others))
     twice = _review(tmp_path / "twice.csv", [(*cases["is not one of"][:2], "keep", "")] * 2)
     with pytest.raises(SplitInputError, match="reviewed twice"):
         make_split(SplitConfig(CLEAN, seed=0, review=twice))

@@ -162,7 +162,8 @@ def label_issues(
     from skyclass.outputs import OutputExists, check_output
 
     try:
-        from skyclass.data.label_issues import LabelIssueConfig, run_label_issues, write_outputs
+        from skyclass.data.label_issues import write_outputs
+        from skyclass.train.label_issues import LabelIssueConfig, run_label_issues
 
         check_output(out, force)
         if weights != "imagenet" and not Path(weights).is_file():

@@ -1,10 +1,7 @@
-"""Suspected label errors: out-of-fold predictions and the confident joint (cleanlab's idea).
+"""Suspected label errors from out-of-fold probabilities: the confident joint (cleanlab's idea).
 
-Every file of a manifest is embedded once by the frozen ImageNet backbone (the 1,280-d pooled
-``features`` output, averaged with its mirror image); a logistic regression is fitted K times, each
-time without one fold, so every file gets class probabilities from a model that never saw it.
-Folds keep the manifest's ``group`` (near duplicates) together, or a mislabeled photo's copy
-would vouch for its wrong label.
+This module is the maths and the outputs only; it takes class probabilities that a model which never
+saw a file gave it (``skyclass.train.label_issues`` computes them from frozen-backbone embeddings).
 
 Per class j, the threshold t_j is the mean out-of-fold probability of j over the files labeled j
 (how sure the model usually is of that class). A file labeled i is *confidently* class j when
@@ -14,7 +11,7 @@ than their label are the suspects, ranked by how little the model believes the g
 
 A suspect is a question for a person, not a verdict: the output is a review sheet. Nothing is
 dropped or relabeled until someone writes a decision, and the split applies those decisions
-(``skyclass split --review``). This needs the ``train`` extra (torch) for the embeddings.
+(``skyclass split --review``).
 """
 
 from __future__ import annotations
@@ -33,27 +30,6 @@ log = logging.getLogger(__name__)
 
 #: Columns of the review sheet, in order. ``decision``: one of skyclass.data.split.DECISIONS.
 REVIEW_COLUMNS = ("path", "label", "suggested", "p_given", "decision", "new_label", "note")
-
-
-@dataclass(frozen=True)
-class LabelIssueConfig:
-    manifest: Path
-    data_root: Path
-    weights: str
-    folds: int = 5
-    seed: int = 0
-    image_size: int = 224
-    batch_size: int = 64
-    threads: int = 2
-    #: Inverse regularisation of the logistic regression (sklearn's C).
-    c: float = 0.5
-    cache_dir: str | None = ".cache/skyclass"
-
-    def __post_init__(self) -> None:
-        if self.folds < 2:
-            raise ValueError(f"folds must be >= 2, got {self.folds}")
-        if self.c <= 0:
-            raise ValueError(f"c must be > 0, got {self.c}")
 
 
 @dataclass(frozen=True)
@@ -122,94 +98,6 @@ def check_folds(y: np.ndarray, folds: int) -> None:
         )
 
 
-def out_of_fold_probs(
-    x: np.ndarray, y: np.ndarray, groups: Sequence[str], folds: int, seed: int, c: float
-) -> np.ndarray:
-    """Class probabilities for every row from a logistic regression fitted without its fold."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedGroupKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    k = int(y.max()) + 1
-    check_folds(y, folds)
-    probs = np.zeros((len(y), k))
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fit_idx, held_idx in splitter.split(x, y, groups=list(groups)):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-        clf.fit(x[fit_idx], y[fit_idx])
-        held = clf.predict_proba(x[held_idx])
-        probs[np.ix_(held_idx, clf[-1].classes_)] = held
-    return probs
-
-
-def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = True) -> np.ndarray:
-    """Frozen backbone embeddings (N, 1280): pooled ``features`` of the image and its mirror."""
-    import torch
-    from tqdm import tqdm
-
-    from skyclass.core.preprocess import PreprocessConfig
-    from skyclass.data.dataset import load_images
-    from skyclass.data.transforms import build_test_transform, eval_cache_tag, eval_input
-    from skyclass.model import build_model
-
-    torch.set_num_threads(config.threads)
-    pre = PreprocessConfig(size=(config.image_size, config.image_size))
-    images = load_images(
-        files,
-        lambda b: eval_input(b, pre),
-        tag=eval_cache_tag(pre),
-        cache_dir=config.cache_dir,
-        progress=progress,
-        desc="decode",
-    )
-    tf = build_test_transform(pre)
-    model = build_model(2, weights=config.weights).eval()
-    out = []
-    with torch.no_grad():
-        steps = range(0, len(images), config.batch_size)
-        for s in tqdm(steps, desc="embed", unit="batch", disable=not progress, leave=False):
-            x = torch.stack([tf(image=im)["image"] for im in images[s : s + config.batch_size]])
-            f = model.features(x).mean(dim=(2, 3)) + model.features(x.flip(3)).mean(dim=(2, 3))
-            out.append((f / 2).numpy())
-    return np.concatenate(out)
-
-
-def run_label_issues(config: LabelIssueConfig, *, progress: bool = True) -> LabelIssueReport:
-    """Embed, cross-validate, and list the suspects of ``config.manifest``."""
-    from skyclass.data.dataset import class_names_from_root, read_manifest
-
-    names = class_names_from_root(config.data_root)
-    manifest = read_manifest(config.manifest, config.data_root, names)
-    y = np.array(manifest.targets(names))
-    groups = [g or p for g, p in zip(manifest.groups, manifest.paths, strict=True)]
-    check_folds(y, config.folds)
-    x = embed(manifest.files(), config, progress=progress)
-    probs = out_of_fold_probs(x, y, groups, config.folds, config.seed, config.c)
-    order, suggested, joint = find_issues(probs, y)
-    t = class_thresholds(probs, y)
-    issues = [
-        LabelIssue(
-            path=manifest.paths[i],
-            label=names[y[i]],
-            suggested=names[j],
-            p_given=round(float(probs[i, y[i]]), 4),
-            p_suggested=round(float(probs[i, j]), 4),
-        )
-        for i, j in zip(order, suggested, strict=True)
-    ]
-    cfg = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
-    return LabelIssueReport(
-        config=cfg,
-        class_names=names,
-        n=len(y),
-        oof_accuracy=round(float((probs.argmax(1) == y).mean()), 4),
-        thresholds={n: round(float(v), 4) for n, v in zip(names, t, strict=True)},
-        confident_joint=joint.tolist(),
-        issues=issues,
-    )
-
-
 def review_sheet(issues: Sequence[LabelIssue]) -> str:
     """The review sheet (CSV): one row per suspect, ``decision`` left for a person to fill in."""
     buf = io.StringIO()
@@ -258,6 +146,7 @@ def gallery_html(report: LabelIssueReport, root: Path) -> str:
     style = (
         "body{font-family:sans-serif;margin:1em}figure{display:inline-block;width:200px;"
         "margin:6px;vertical-align:top;font-size:12px}img{max-width:200px;max-height:160px}"
+        "figcaption{overflow-wrap:anywhere;word-break:break-word}"
     )
     return (
         f"<!doctype html><meta charset=utf-8><title>label review</title><style>{style}</style>"

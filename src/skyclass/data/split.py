@@ -199,8 +199,10 @@ def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[s
         if decision not in DECISIONS:
             raise SplitInputError(f"{where}: decision {decision!r} is not one of {DECISIONS}")
         if decision == "relabel" and new_label not in labels - {label_of[p]}:
+            valid = ", ".join(sorted(labels - {label_of[p]}))
             raise SplitInputError(
-                f"{where}: relabel needs new_label, another class of the manifest"
+                f"{where}: relabel needs new_label, another class of the manifest; "
+                f"got {new_label!r}, valid: {valid}"
             )
         if p in out:
             raise SplitInputError(f"{where}: {p} is reviewed twice")
