@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from benchmarks.context import REPO, Context, short
+from benchmarks.report import Row, mb, na, times, verdict
+from benchmarks.stats import ratio
 
 #: The seed's requirements.txt named torch, torchvision and requests_toolbelt; the peer here
 #: parses multipart with the standard library, so it needs only the first two (and Pillow).
@@ -203,3 +208,75 @@ def packaged(repo: Path) -> dict[str, Any] | None:
         return {**measure_zip(zips[0]), "how": "npm run package (deploy/.serverless)"}
     except zipfile.BadZipFile:  # being written by a package run right now
         return None
+
+
+def rows(ctx: Context) -> list[Row]:
+    """Zipped and unzipped Lambda artifact, skyclass vs the peer built the same way."""
+    opt, peer, raw = ctx.opt, ctx.peer(), ctx.raw
+
+    section = "Lambda artifact (zip as uploaded; unzipped = what Lambda's 250 MB limit counts)"
+    work = opt.work / "artifacts"
+    shipped = packaged(REPO)
+    built: dict[str, Any] | str
+    try:
+        built = build(skyclass_spec(REPO, opt.model_dir), work, allow_build=not opt.quick)
+    except RuntimeError as exc:
+        built = short(exc)
+    try:
+        theirs: dict[str, Any] | str = build(
+            peer_spec(REPO, peer.model_dir), work, allow_build=not opt.quick
+        )
+    except RuntimeError as exc:
+        theirs = short(exc)
+    raw["artifact"] = {"packaged": shipped, "skyclass_pip_build": built, "peer_pip_build": theirs}
+    ours = shipped or (built if isinstance(built, dict) else None)
+    rows: list[Row] = []
+    peer_zip = theirs["zip_bytes"] if isinstance(theirs, dict) else math.nan
+    peer_raw = theirs["unzipped_bytes"] if isinstance(theirs, dict) else math.nan
+    peer_note = "" if isinstance(theirs, dict) else na(theirs)
+    how = ours["how"] if ours else na(built if isinstance(built, str) else "not built")
+    for key, label, limit in (("zip_bytes", "zipped", 50e6), ("unzipped_bytes", "unzipped", 150e6)):
+        value = ours[key] if ours else math.nan
+        peer_value = peer_zip if key == "zip_bytes" else peer_raw
+        r = ratio(peer_value, value)
+        target = f"< {limit / 1e6:.0f} MB" + (" and >= 3x" if key == "zip_bytes" else "")
+        ok = value < limit and (key != "zip_bytes" or math.isnan(r) or r >= 3)
+        miss = ", ".join(
+            x
+            for x in (
+                f"+{(value - limit) / 1e6:.1f} MB" if value >= limit else "",
+                f"{r:.1f}x" if key == "zip_bytes" and not math.isnan(r) and r < 3 else "",
+            )
+            if x
+        )
+        rows.append(
+            Row(
+                section,
+                f"{label} size, skyclass: {how}",
+                mb(value) if ours else how,
+                peer_note or mb(peer_value),
+                times(r, "smaller"),
+                target,
+                "" if not ours else verdict(ok, miss),
+            )
+        )
+    if shipped and isinstance(built, dict):
+        rows.append(
+            Row(
+                section,
+                "skyclass built like the peer (pip --target + generic slim): zipped / unzipped",
+                f"{mb(built['zip_bytes'])} / {mb(built['unzipped_bytes'])}",
+                peer_note or f"{mb(peer_zip)} / {mb(peer_raw)}",
+                times(ratio(peer_zip, built["zip_bytes"]), "smaller"),
+            )
+        )
+    torch_inside = ours["torch_inside"] if ours else None
+    rows.append(
+        Row(
+            section,
+            "torch inside the artifact",
+            "n/a" if torch_inside is None else ("yes" if torch_inside else "no"),
+            "yes (torch 2.13.0+cpu, torchvision 0.28.0)" if isinstance(theirs, dict) else peer_note,
+        )
+    )
+    return rows

@@ -18,6 +18,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from benchmarks.context import Context
+from benchmarks.report import Row, na, verdict
+
 _CHILD = r"""
 import json, resource, sys, time
 from pathlib import Path
@@ -109,6 +112,54 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def rows(ctx: Context) -> list[Row]:
+    """The audit on the shared set and on a 10x re-encoded set: images/s and flat memory."""
+    opt, raw = ctx.opt, ctx.raw
+
+    section = "Audit (benchmarks/bench_audit.py)"
+    if opt.quick:
+        return [Row(section, "audit images/s and peak RSS", na("skipped in --quick"))]
+    (opt.work / "audit").mkdir(parents=True, exist_ok=True)
+    results = run(opt.data_root, opt.work / "audit")
+    raw["audit"] = results
+    rows = []
+    for r in results:
+        name = str(r.get("set") or r.get("name") or "audit")
+        ips = r.get("images_per_s")
+        if isinstance(ips, int | float) and "peak_rss_main_mb" in r:
+            value = (
+                f"{ips:.0f} images/s ({r.get('files')} files, {r.get('seconds')} s, "
+                f"{r.get('workers')} workers); peak RSS main {r['peak_rss_main_mb']:.0f} MB, "
+                f"largest worker {r.get('peak_rss_worker_mb', 0):.0f} MB"
+            )
+        else:
+            value = ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("set", "name"))
+        first = not rows
+        ok = isinstance(ips, int | float) and ips >= 100
+        flat = ""
+        if not first and "peak_rss_main_mb" in r and "peak_rss_main_mb" in results[0]:
+            base = results[0]
+            grew = max(
+                r["peak_rss_main_mb"] / max(base["peak_rss_main_mb"], 1e-9),
+                r.get("peak_rss_worker_mb", 0) / max(base.get("peak_rss_worker_mb", 0), 1e-9),
+            )
+            flat = verdict(grew < 1.5, f"{grew:.1f}x the shared set's peak")
+        rows.append(
+            Row(
+                section,
+                f"{name}: images/s, peak RSS" + (f" ({r['note']})" if r.get("note") else ""),
+                value,
+                "",
+                "",
+                ">= 100 images/s" if first else "memory flat vs the shared set",
+                verdict(ok, f"{ips:.0f} images/s")
+                if first and isinstance(ips, int | float)
+                else flat,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.context import REPO, Context
+from benchmarks.report import Row, mb, ms, na, verdict
+
 LUA = Path(__file__).with_name("post.lua")
 
 
@@ -171,3 +174,81 @@ def measure(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def rows(ctx: Context) -> list[Row]:
+    """`skyclass serve` under wrk (the seed had no local server: no peer column)."""
+    from benchmarks.cold_start import multipart_body
+    from benchmarks.inference import pick_images
+
+    opt, raw = ctx.opt, ctx.raw
+
+    section = f"HTTP: `skyclass serve` on 127.0.0.1 under wrk, {opt.http_seconds:.0f} s per run"
+    images = pick_images(opt.data_root)
+    baseline = images["1-2 MP baseline JPEG"]
+    progressive = images["1-2 MP progressive JPEG"]
+    body, ctype = multipart_body(baseline.read_bytes(), baseline.name)
+    body_path = opt.work / "multipart_body.bin"
+    body_path.parent.mkdir(parents=True, exist_ok=True)
+    body_path.write_bytes(body)
+
+    def kib(path: Path) -> str:
+        return f"{path.stat().st_size // 1024} KiB"
+
+    loads = [
+        Load(f"raw image/jpeg, 1-2 MP baseline ({kib(baseline)})", baseline, "image/jpeg", c)
+        for c in opt.connections
+    ]
+    loads.append(
+        Load(
+            f"raw image/jpeg, 1-2 MP progressive ({kib(progressive)})",
+            progressive,
+            "image/jpeg",
+            1,
+        )
+    )
+    loads.append(Load(f"multipart/form-data ({kib(body_path)})", body_path, ctype, 1))
+    # no model, no body: the server's own floor per request on a kept-alive connection
+    loads.append(Load("GET /health (no model work)", None, "", 1, "/health"))
+    result = measure(opt.model_dir, loads, seconds=opt.http_seconds, threads=opt.threads, cwd=REPO)
+    raw["http"] = result
+    no_peer = na("the seed had no local server")
+
+    def load_cell(level: dict[str, Any]) -> str:
+        if not level["requests"]:
+            return f"no request completed in {opt.http_seconds:.0f} s, {level['errors']} errors"
+        return (
+            f"{level['requests_per_s']:.1f} req/s, "
+            f"{ms(level['p50_ms'])} / {ms(level['p99_ms'])} ms, {level['errors']} errors"
+        )
+
+    rows: list[Row] = []
+    for i, level in enumerate(result["loads"]):
+        c = level["connections"]
+        target, met = "", ""
+        if i == 0:
+            miss = f"+{level['p50_ms'] - 20:.1f} ms"
+            target, met = "p50 < 20 ms", verdict(0 < level["p50_ms"] < 20, miss)
+        if c == 32:
+            target, met = "0 errors", verdict(level["errors"] == 0, f"{level['errors']} errors")
+        rows.append(
+            Row(
+                section,
+                f"{level['name']}, {c} connection{'s' if c > 1 else ''}: "
+                "req/s, p50 / p99 ms, errors",
+                load_cell(level),
+                no_peer,
+                "",
+                target,
+                met,
+            )
+        )
+    rows.append(
+        Row(
+            section,
+            "server peak RSS over all runs (VmHWM); RSS after warm-up",
+            f"{mb(result['server_peak_rss_bytes'])}; {mb(result['server_rss_after_warmup_bytes'])}",
+            no_peer,
+        )
+    )
+    return rows

@@ -11,7 +11,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("what", "skyclass", "peer (torch handler)", "skyclass vs peer", "target", "met")
+COLUMNS = (
+    "what",
+    "skyclass",
+    "peer (torch handler)",
+    "skyclass vs peer",
+    "target",
+    "met",
+    "load",
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,7 @@ class Row:
     ratio: str = ""
     target: str = ""
     met: str = ""
+    load: str = ""
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -60,7 +69,7 @@ def render(rows: list[Row], header: list[str]) -> str:
         if row.section != section:
             section = row.section
             lines.append(f"| **{section}** |" + " |" * (len(COLUMNS) - 1))
-        cells = (row.what, row.skyclass, row.peer, row.ratio, row.target, row.met)
+        cells = (row.what, row.skyclass, row.peer, row.ratio, row.target, row.met, row.load)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -8,11 +8,12 @@ and ``summary.json``. The audit is run, through ``benchmarks.bench_audit.run`` w
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.context import REPO, Context, Skip
+from benchmarks.report import Row, verdict
 from benchmarks.stats import percentile
 
 
@@ -59,14 +60,37 @@ def training(runs_dir: Path) -> dict[str, Any]:
     }
 
 
-def audit(data_root: Path, workdir: Path) -> list[dict[str, Any]]:
-    """The data helper's audit benchmark (``benchmarks/bench_audit.py``: ``run(data_root,
-    workdir) -> list[dict]``), rows as it returns them."""
-    try:
-        module = importlib.import_module("benchmarks.bench_audit")
-    except ModuleNotFoundError as exc:
-        if exc.name != "benchmarks.bench_audit":
-            raise
-        raise FileNotFoundError("benchmarks/bench_audit.py is not there yet") from exc
-    workdir.mkdir(parents=True, exist_ok=True)
-    return list(module.run(data_root, workdir))
+def rows(ctx: Context) -> list[Row]:
+    """Train images/s per stage and the run's wall time, read from the newest run."""
+    section = "Training (read from the newest run; 2 CPU cores)"
+    run = newest_run(REPO / "runs")
+    if run is None:
+        raise Skip("no runs/*/metrics.csv yet: train a model first (README)")
+    raw = ctx.raw
+
+    result = training(REPO / "runs")
+    raw["training"] = result
+    rows = [
+        Row(
+            section,
+            f"stage {name}: train images/s (median over {s['epochs']} epochs), seconds",
+            f"{s['train_images_per_s_p50']:.0f} images/s, {s['seconds']:.0f} s",
+        )
+        for name, s in result["stages"].items()
+    ]
+    total = result["epoch_seconds_total"] + (result["feature_cache_seconds"] or 0.0)
+    rows.append(
+        Row(
+            section,
+            f"run {result['run']}: all stages (epochs + feature cache), minutes"
+            + ("" if result["finished"] else " (still training: the stages so far)"),
+            f"{total / 60:.1f} min",
+            "",
+            "",
+            "< 30 min",
+            verdict(total < 1800, f"+{(total - 1800) / 60:.1f} min")
+            if result["finished"] or total >= 1800
+            else "so far",
+        )
+    )
+    return rows

@@ -40,8 +40,8 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from skyclass.train.label_issues import LabelIssueConfig, embed
     from skyclass.data.split import read_groups
+    from skyclass.train.label_issues import LabelIssueConfig, embed
 
     source_of = read_groups(args.sources, args.source_column)
     rows = [

@@ -39,11 +39,20 @@ def load_model(model_dir: str) -> tuple[torch.jit.ScriptModule, list[str]]:
     return model, labels
 
 
-def transform_image(image_bytes: bytes) -> torch.Tensor:
-    """The seed's test-time pipeline: Resize(224, 224) -> ToTensor -> Normalize."""
+#: The seed resized to 224 px; ``PEER_IMAGE_SIZE`` runs the same handler at a model's own size,
+#: so that a comparison with skyclass can be made on the same work.
+SEED_SIZE = 224
+
+
+def image_size() -> int:
+    return int(os.environ.get("PEER_IMAGE_SIZE") or SEED_SIZE)
+
+
+def transform_image(image_bytes: bytes, size: int = SEED_SIZE) -> torch.Tensor:
+    """The seed's test-time pipeline: Resize(size, size) -> ToTensor -> Normalize."""
     transformations = transforms.Compose(
         [
-            transforms.Resize((224, 224)),
+            transforms.Resize((size, size)),
             transforms.ToTensor(),
             transforms.Normalize(mean=MEAN, std=STD),
         ]
@@ -52,9 +61,11 @@ def transform_image(image_bytes: bytes) -> torch.Tensor:
     return transformations(image).unsqueeze(0)
 
 
-def get_prediction(image_bytes: bytes, model_dir: str) -> tuple[str, float]:
+def get_prediction(
+    image_bytes: bytes, model_dir: str, size: int | None = None
+) -> tuple[str, float]:
     model, labels = load_model(model_dir)
-    tensor = transform_image(image_bytes)
+    tensor = transform_image(image_bytes, size or image_size())
     with torch.no_grad():
         log_probs = model(tensor)
     probs = log_probs.exp()[0]

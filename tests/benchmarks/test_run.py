@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,15 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("Inference in process", "Cold start", "HTTP", "Lambda artifact", "Training", "Audit")
+SECTIONS = (
+    "Inference in process",
+    "Cold start",
+    "HTTP",
+    "Lambda artifact",
+    "Training",
+    "Audit",
+    "label-issues",
+)
 #: rows that must hold numbers wherever the test suite runs (wrk and the handler are there)
 MEASURED = (
     "model only, batch 1, p50 / p95 ms: ONNX Runtime fp32 vs PyTorch eager",
@@ -24,6 +33,9 @@ MEASURED = (
     "1 connection: req/s",
     "32 connections: req/s",
     "server peak RSS",
+    "(peer at the same input size)",
+    "vs the seed's 224 px pipeline",
+    "ONNX Runtime vs eager PyTorch (the engine before)",
 )
 
 
@@ -39,6 +51,7 @@ def test_quick_run_prints_every_row(repo_root: Path, tmp_path: Path, data_root: 
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
     table = (out / "latest.md").read_text(encoding="utf-8")
     assert table == done.stdout
     for section in SECTIONS:
@@ -50,7 +63,10 @@ def test_quick_run_prints_every_row(repo_root: Path, tmp_path: Path, data_root: 
         for line in found:
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert not cells[1].startswith("n/a"), f"{what!r} was not measured: {line}"
+            assert re.fullmatch(r"\d+\.\d-\d+\.\d", cells[-1]), f"no load average: {line}"
     result = json.loads((out / "latest.json").read_text(encoding="utf-8"))
     assert result["quick"] is True
+    # a clone with no training run gets a row that says so, not a failure with a traceback
+    assert "training" not in result["errors"], result["errors"]
     assert result["rows"] and all(r["skyclass"] for r in result["rows"])
     assert sorted(p.name for p in out.glob("2*.json")), "no timestamped result file"
