@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,20 @@ DATA_ROOT = SHARED / "data" / "flying-objects"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
 BUNDLED_MODEL = REPO_ROOT / "models" / "flying-objects"
 CLASSES = ("flying_birds", "large_quadcopters", "small_quadcopters", "winged_drones")
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m skyclass ARGS`` in a fresh process (the installed entry point's code path)."""
+    return subprocess.run(
+        [sys.executable, "-m", "skyclass", *args],
+        cwd=cwd or REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def shared_images(cls: str, n: int, prefix: str = "") -> list[Path]:

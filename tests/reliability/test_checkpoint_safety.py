@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from skyclass.model import CheckpointError, build_model, load_checkpoint, load_trained
-from tests.conftest import CLASSES, REPO_ROOT
+from tests.conftest import CLASSES, run_cli
 
 
 class Payload:
@@ -62,16 +62,6 @@ def test_loaders_refuse_and_never_run_the_payload(evil_checkpoint: tuple[Path, P
     assert not marker.exists()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "skyclass", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_export_and_evaluate_refuse_with_one_line(
     evil_checkpoint: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -83,7 +73,7 @@ def test_export_and_evaluate_refuse_with_one_line(
         ("export", str(path), "--out", str(tmp_path / "model2")),
         ("evaluate", str(path), str(manifest), "--out", str(tmp_path / "rep")),
     ):
-        out = _cli(*args)
+        out = run_cli(*args)
         assert out.returncode != 0, (args, out.stdout)
         assert "Traceback" not in out.stderr, out.stderr
         assert "refused" in out.stderr, out.stderr
