@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from skyclass.core.preprocess import IMAGE_SUFFIXES
+from skyclass.reporting.cells import from_spreadsheet_safe
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def read_manifest(
         raise DataError(f"{path}: the split is empty (no rows to use)")
     known = set(class_names) if class_names is not None else None
     for n, row in numbered:
-        rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        rel, label = _cell(row, "path"), _cell(row, "label")
         if not rel or not label:
             raise DataError(f"{path}:{n}: empty path or label")
         if known is not None and label not in known:
@@ -111,10 +112,15 @@ def read_manifest(
     return Manifest(
         source=path,
         root=root,
-        paths=tuple(r["path"].strip() for r in rows),
-        labels=tuple(r["label"].strip() for r in rows),
-        groups=tuple((r.get("group") or "").strip() for r in rows),
+        paths=tuple(_cell(r, "path") for r in rows),
+        labels=tuple(_cell(r, "label") for r in rows),
+        groups=tuple(_cell(r, "group") for r in rows),
     )
+
+
+def _cell(row: dict[str, str], column: str) -> str:
+    """A manifest cell, stripped, its spreadsheet escape (``skyclass.reporting.cells``) undone."""
+    return from_spreadsheet_safe((row.get(column) or "").strip())
 
 
 def _cache_key(data: bytes, tag: str) -> str:

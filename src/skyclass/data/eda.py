@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 from skyclass.data.audit import AuditReport
-
-
-def _png(draw: Callable) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    try:
-        draw(fig, ax)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
-        plt.close(fig)
+from skyclass.reporting.figures import draw_png, figure_png, pyplot
 
 
 def images_per_class(report: AuditReport) -> bytes:
@@ -41,7 +24,7 @@ def images_per_class(report: AuditReport) -> bytes:
         ax.legend()
         ax.tick_params(axis="x", labelrotation=15)
 
-    return _png(draw)
+    return draw_png(draw)
 
 
 def file_size_per_class(report: AuditReport) -> bytes:
@@ -58,7 +41,7 @@ def file_size_per_class(report: AuditReport) -> bytes:
         ax.set_title("File size per class")
         ax.tick_params(axis="x", labelrotation=15)
 
-    return _png(draw)
+    return draw_png(draw)
 
 
 def height_width_per_class(report: AuditReport) -> bytes:
@@ -77,20 +60,16 @@ def height_width_per_class(report: AuditReport) -> bytes:
         ax.set_title("Height and width per class")
         ax.legend(fontsize=8)
 
-    return _png(draw)
+    return draw_png(draw)
 
 
 def kmeans_clusters(report: AuditReport) -> bytes:
     """One panel per class: file size vs pixels, coloured by cluster, outliers circled."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     info = {s.path: s for s in report.files}
     n = max(1, len(report.kmeans))
     cols = min(2, n)
     rows = (n + cols - 1) // cols
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), dpi=90, squeeze=False)
     try:
         for ax, km in zip(axes.flat, report.kmeans, strict=False):
@@ -113,12 +92,10 @@ def kmeans_clusters(report: AuditReport) -> bytes:
         for ax in list(axes.flat)[len(report.kmeans) :]:
             ax.axis("off")
         fig.suptitle("K-Means over (file size, height, width), standardised per class")
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-    finally:
+    except BaseException:
         plt.close(fig)
+        raise
+    return figure_png(fig, dpi=90)
 
 
 PLOTS: dict[str, Callable[[AuditReport], bytes]] = {

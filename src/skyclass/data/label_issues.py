@@ -132,26 +132,22 @@ def gallery_html(report: LabelIssueReport, root: Path) -> str:
     """One card per suspect, in review order: thumbnail, path, given and suggested label."""
     import html
 
-    from skyclass.train.reports import thumbnail_b64
+    from skyclass.reporting.html import image_or_placeholder, page, thumbnail_uri
 
     cards = []
     for n, i in enumerate(report.issues, start=1):
-        src = thumbnail_b64(root / i.path)
+        img = image_or_placeholder(thumbnail_uri(root / i.path), i.path)
         cards.append(
-            f'<figure><img src="data:image/jpeg;base64,{src}" alt="{html.escape(i.path)}">'
+            f"<figure>{img}"
             f"<figcaption>#{n} {html.escape(i.path)}<br>given <b>{html.escape(i.label)}</b> "
             f"({i.p_given:.0%}), looks like <b>{html.escape(i.suggested)}</b> "
             f"({i.p_suggested:.0%})</figcaption></figure>"
         )
-    style = (
-        "body{font-family:sans-serif;margin:1em}figure{display:inline-block;width:200px;"
-        "margin:6px;vertical-align:top;font-size:12px}img{max-width:200px;max-height:160px}"
-        "figcaption{overflow-wrap:anywhere;word-break:break-word}"
-    )
-    return (
-        f"<!doctype html><meta charset=utf-8><title>label review</title><style>{style}</style>"
+    return page(
+        "label review",
         f"<h1>Suspected label errors: {len(report.issues)} of {report.n}</h1>"
         f"<p>Out-of-fold accuracy {report.oof_accuracy:.1%}. Fill in review.csv's decision "
         f"column (keep, exclude, relabel + new_label), then "
-        f"<code>skyclass split ... --review review.csv</code>.</p>" + "".join(cards)
+        f"<code>skyclass split ... --review review.csv</code>.</p>"
+        f"<div class='grid'>{''.join(cards)}</div>",
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from skyclass.data.audit import CHECKS, AuditReport
+from skyclass.reporting.cells import spreadsheet_safe
+from skyclass.reporting.html import image_or_placeholder, page, thumbnail_uri
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,13 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
 
 
 def clean_csv(report: AuditReport) -> str:
+    """One row per file; cells a spreadsheet would run as formulas are escaped (see
+    :mod:`skyclass.reporting.cells`; the manifest readers undo it)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "group", "status", "reason"])
     for r in report.clean:
-        w.writerow([r.path, r.label, r.group, r.status, r.reason])
+        w.writerow([spreadsheet_safe(c) for c in (r.path, r.label, r.group, r.status, r.reason)])
     return buf.getvalue()
 
 
@@ -85,42 +89,6 @@ def write_outputs(report: AuditReport, out: Path, force: bool = False) -> None:
         (tmp / "report.html").write_text(render_html(report, plots), encoding="utf-8")
 
 
-def thumbnail_uri(path: Path, side: int = 128) -> str | None:
-    """A small JPEG data URI of an image (draft-decoded), or None when it cannot be decoded."""
-    import base64
-    import warnings
-
-    from PIL import Image, ImageOps
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                img.draft("RGB", (side, side))
-                img.load()
-                img = ImageOps.exif_transpose(img) or img
-                img = img.convert("RGB")
-                img.thumbnail((side, side))
-                buf = io.BytesIO()
-                img.save(buf, format="JPEG", quality=70)
-    except Exception:
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
-th{background:#f3f3f3}.err{color:#b00}.warn{color:#a60}
-.grid{display:flex;flex-wrap:wrap;gap:8px}
-.card{width:150px;font-size:11px;word-break:break-all}
-.card img,.ph{width:128px;height:128px;object-fit:contain;background:#eee;display:block}
-.ph{display:flex;align-items:center;justify-content:center;color:#888}
-.group{border:1px solid #ddd;padding:6px;margin:6px 0}.plot{max-width:100%}
-"""
-
-
 def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
     """One self-contained page: summary, plots, flagged files by finding, duplicate groups."""
     import base64
@@ -133,15 +101,12 @@ def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
     def card(path: str, note: str = "") -> str:
         if path not in thumbs:
             thumbs[path] = thumbnail_uri(root / path)
-        uri = thumbs[path]
-        img = f'<img src="{uri}" alt="">' if uri else '<div class="ph">no preview</div>'
+        img = image_or_placeholder(thumbs[path])
         return f'<div class="card">{img}{esc(path)}<br><i>{esc(note)}</i></div>'
 
     counts = report.counts()
     d = report_dict(report)["summary"]
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>skyclass audit</title>",
-        f"<style>{_CSS}</style></head><body>",
         f"<h1>Audit of {esc(str(root))}</h1>",
         f"<p>{d['files']} files, {d['use']} to use, {d['excluded']} left out; "
         f"schema v{report.schema_version}; {report.seconds:.1f} s. Nothing in the data folder "
@@ -193,5 +158,4 @@ def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
         for p, lb in zip(g.members, g.labels, strict=True):
             parts.append(card(p, f"{lb}: {status[p].status}"))
         parts.append("</div></div>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page("skyclass audit", "\n".join(parts))

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyclass.reporting.cells import from_spreadsheet_safe, spreadsheet_safe
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
@@ -160,13 +162,19 @@ def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
     need = {"path", "label"} - set(rows[0])
     if need:
         raise SplitInputError(f"manifest {path} lacks column(s): {', '.join(sorted(need))}")
-    keep = [r for r in rows if r.get("status", "use") in ("use", "")]
+    keep = [_unescaped(r) for r in rows if r.get("status", "use") in ("use", "")]
     seen: set[str] = set()
     for r in keep:
         if r["path"] in seen:
             raise SplitInputError(f"manifest {path} lists {r['path']} twice")
         seen.add(r["path"])
     return keep, len(rows) - len(keep)
+
+
+def _unescaped(row: dict[str, str]) -> dict[str, str]:
+    """A manifest row with its path, label and group cells as skyclass escaped them."""
+    cells = {k: from_spreadsheet_safe(row[k]) for k in ("path", "label", "group") if row.get(k)}
+    return {**row, **cells}
 
 
 def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[str, str]]:
@@ -185,7 +193,7 @@ def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[s
     out: dict[str, tuple[str, str]] = {}
     for n, r in enumerate(table, start=2):
         where = f"review {path}:{n}"
-        p, label = (r.get("path") or "").strip(), (r.get("label") or "").strip()
+        p, label = (from_spreadsheet_safe((r.get(k) or "").strip()) for k in ("path", "label"))
         decision = (r.get("decision") or "").strip().lower()
         new_label = (r.get("new_label") or "").strip()
         if p not in label_of:
@@ -373,7 +381,8 @@ def manifest_text(rows: Sequence[Row], with_source: bool) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["path", "label", "group", *(["source"] if with_source else [])])
     for r in rows:
-        w.writerow([r.path, r.label, r.group, *([r.source or ""] if with_source else [])])
+        cells = [r.path, r.label, r.group, *([r.source or ""] if with_source else [])]
+        w.writerow([spreadsheet_safe(c) for c in cells])
     return buf.getvalue()
 
 

@@ -55,58 +55,6 @@ def onnx_probabilities(
 
 
 @dataclass(frozen=True)
-class ClassMetrics:
-    precision: float
-    recall: float
-    f1: float
-    support: int
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """The run's metrics.json shape: accuracy, per-class P/R/F1, confusion (rows = true)."""
-
-    accuracy: float
-    labels: tuple[str, ...]
-    per_class: dict[str, ClassMetrics]
-    confusion: tuple[tuple[int, ...], ...]
-    n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "labels": list(self.labels),
-            "per_class": {k: asdict(v) for k, v in self.per_class.items()},
-            "confusion": [list(r) for r in self.confusion],
-            "n": self.n,
-        }
-
-
-def classification_metrics(
-    truth: np.ndarray, predicted: np.ndarray, labels: tuple[str, ...]
-) -> Metrics:
-    """Accuracy, per-class precision/recall/F1 and the confusion matrix from class indices."""
-    k = len(labels)
-    confusion = np.zeros((k, k), dtype=np.int64)
-    np.add.at(confusion, (truth, predicted), 1)
-    per_class = {}
-    for i, label in enumerate(labels):
-        tp = int(confusion[i, i])
-        predicted_i, support = int(confusion[:, i].sum()), int(confusion[i].sum())
-        p = tp / predicted_i if predicted_i else 0.0
-        r = tp / support if support else 0.0
-        f1 = 2 * p * r / (p + r) if p + r else 0.0
-        per_class[label] = ClassMetrics(p, r, f1, support)
-    return Metrics(
-        accuracy=float((truth == predicted).mean()) if len(truth) else 0.0,
-        labels=labels,
-        per_class=per_class,
-        confusion=tuple(tuple(int(x) for x in row) for row in confusion),
-        n=len(truth),
-    )
-
-
-@dataclass(frozen=True)
 class ParityReport:
     """What parity.json holds; ``failures`` lists each bound missed, in words with numbers."""
 

@@ -25,7 +25,6 @@ from skyclass.export.images import ImageRow, load_images, read_manifest, sample_
 from skyclass.export.onnx_export import INPUT_NAME, OUTPUT_NAME, OnnxInfo, export_onnx
 from skyclass.export.parity import (
     ParityReport,
-    classification_metrics,
     compare,
     onnx_probabilities,
     torch_probabilities,
@@ -33,6 +32,7 @@ from skyclass.export.parity import (
 from skyclass.export.quantize import quantize_int8
 from skyclass.export.source import ExportSource, resolve_source
 from skyclass.outputs import make_temp_dir, publish_dir
+from skyclass.reporting.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 

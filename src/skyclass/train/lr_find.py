@@ -147,14 +147,9 @@ def lr_find(
 
 def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "LR range test") -> Path:
     """Write the loss-vs-rate curve (log x) with the suggestion marked, as PNG."""
-    import matplotlib
+    from skyclass.reporting.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from skyclass.train.reports import save_figure
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = pyplot().subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, alpha=0.3, label="loss")
     ax.plot(result.lrs, result.smoothed, label="smoothed")
     ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggestion {result.suggestion:.1e}")

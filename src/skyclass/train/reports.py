@@ -6,12 +6,10 @@ Compute first (``classification_metrics``), render after; every file is written 
 
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,59 +17,15 @@ from typing import Any
 import numpy as np
 
 from skyclass.outputs import write_text_atomic
-
-
-def save_figure(fig: Any, path: Path) -> Path:
-    """savefig to a temp file then os.replace; closes the figure."""
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fig.tight_layout()
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110)
-    finally:
-        plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def classification_metrics(
-    targets: Sequence[int], preds: Sequence[int], labels: Sequence[str]
-) -> dict[str, Any]:
-    """{"accuracy", "labels", "per_class": {label: {precision, recall, f1, support}},
-    "confusion" (rows = true, columns = predicted), "n"}."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    t, p = np.asarray(targets), np.asarray(preds)
-    idx = list(range(len(labels)))
-    prec, rec, f1, sup = precision_recall_fscore_support(t, p, labels=idx, zero_division=0)
-    cm = confusion_matrix(t, p, labels=idx)
-    return {
-        "accuracy": float((t == p).mean()) if len(t) else float("nan"),
-        "labels": list(labels),
-        "per_class": {
-            label: {
-                "precision": float(prec[i]),
-                "recall": float(rec[i]),
-                "f1": float(f1[i]),
-                "support": int(sup[i]),
-            }
-            for i, label in enumerate(labels)
-        },
-        "confusion": cm.tolist(),
-        "n": len(t),
-    }
+from skyclass.reporting.figures import pyplot, save_figure
+from skyclass.reporting.html import image_or_placeholder, page, thumbnail_uri
+from skyclass.reporting.metrics import classification_metrics
 
 
 def plot_confusion(
     confusion: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str = ""
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = np.asarray(confusion)
     fig, ax = plt.subplots(figsize=(1.4 * len(labels) + 2.5, 1.2 * len(labels) + 2))
     ax.imshow(cm, cmap="Blues")
@@ -90,11 +44,7 @@ def plot_confusion(
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     """Loss and accuracy per epoch (train and val), stage boundaries marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     a1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
@@ -112,18 +62,6 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("epoch")
         ax.legend()
     return save_figure(fig, path)
-
-
-def thumbnail_b64(file: Path, side: int = 160) -> str:
-    from PIL import Image
-
-    from skyclass.core.preprocess import decode_image
-
-    img = decode_image(file.read_bytes(), draft_size=(side, side))
-    img.thumbnail((side, side), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def image_losses(probs: np.ndarray, targets: Sequence[int]) -> np.ndarray:
@@ -154,31 +92,19 @@ def write_gallery(
     cards = []
     for i in order:
         f = Path(files[i])
-        try:
-            src = f"data:image/jpeg;base64,{thumbnail_b64(f)}"
-        except Exception:
-            src = ""
         name = html.escape(f.name)
         true, guess = html.escape(labels[t[i]]), html.escape(labels[pred[i]])
         conf, p_true = float(probs[i, pred[i]]), float(probs[i, t[i]])
         cards.append(
-            f'<figure><img src="{src}" alt="{name}"><figcaption><b>true</b> {true}<br>'
+            f"<figure>{image_or_placeholder(thumbnail_uri(f), f.name)}"
+            f"<figcaption><b>true</b> {true}<br>"
             f"<b>pred</b> {guess} ({conf:.1%})<br><b>p(true)</b> {p_true:.1%} · "
             f"loss {float(loss[i]):.2f}<br><small>{name}</small></figcaption></figure>"
         )
     body = "\n".join(cards) or "<p>No misclassified images.</p>"
-    doc = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;margin:1em}} .g{{display:flex;flex-wrap:wrap;gap:10px}}
-figure{{margin:0;width:180px;border:1px solid #ccc;padding:6px;font-size:12px}}
-img{{max-width:168px;max-height:168px;display:block;margin:auto}}
-small{{word-break:break-all;color:#666}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-<p>{len(wrong)} of {len(t)} misclassified; showing {len(order)}, highest loss first.</p>
-<div class="g">
-{body}
-</div></body></html>
-"""
+    summary = f"{len(wrong)} of {len(t)} misclassified; showing {len(order)}, highest loss first."
+    body = f"<h1>{html.escape(title)}</h1>\n<p>{summary}</p>\n<div class='grid'>\n{body}\n</div>"
+    doc = page(title, body)
     return write_text_atomic(path, doc)
 
 
@@ -217,7 +143,7 @@ def write_eval_reports(
     """metrics.json, predictions.csv, confusion.png and misclassified.html for one manifest;
     returns the metrics."""
     preds = probs.argmax(1) if len(targets) else np.array([], dtype=int)
-    metrics = classification_metrics(targets, preds, labels)
+    metrics = classification_metrics(targets, preds, labels).to_dict()
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_predictions(files, targets, probs, labels, out_dir / "predictions.csv")
     plot_confusion(
