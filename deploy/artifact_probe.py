@@ -85,35 +85,29 @@ def v2_event(payload: bytes, content_type: str) -> dict:
     }
 
 
-class Context:
-    function_name = "skyclass-check"
-    memory_limit_in_mb = 1769
-    aws_request_id = "check"
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:skyclass-check"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15000
-
-
 def main() -> None:
     image_path, warm = sys.argv[1], int(sys.argv[2])
     with open(image_path, "rb") as fh:
         body = multipart(fh.read())
     ctype = f"multipart/form-data; boundary={BOUNDARY}"
     from skyclass.serve.handler import classify_image
+    from skyclass.serve.lambda_context import LocalContext
+
+    def context() -> LocalContext:
+        return LocalContext(function_name="skyclass-check", aws_request_id="check")
 
     t_import = time.perf_counter()
-    first = classify_image(v1_event(body, ctype), Context())
+    first = classify_image(v1_event(body, ctype), context())
     t_first = time.perf_counter()
     answers = {
         "v1": first,
-        "v2": classify_image(v2_event(body, ctype), Context()),
-        "empty": classify_image(v1_event(b"", "image/jpeg"), Context()),
+        "v2": classify_image(v2_event(body, ctype), context()),
+        "empty": classify_image(v1_event(b"", "image/jpeg"), context()),
     }
     latencies = []
     for _ in range(warm):
         started = time.perf_counter()
-        classify_image(v2_event(body, ctype), Context())
+        classify_image(v2_event(body, ctype), context())
         latencies.append(time.perf_counter() - started)
     latencies.sort()
     used = ("numpy", "onnxruntime", "fastapi", "skyclass")

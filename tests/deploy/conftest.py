@@ -104,7 +104,7 @@ class Archive:
 @pytest.fixture(scope="session")
 def model_archive(tmp_path_factory: pytest.TempPathFactory) -> Archive:
     """The bundled model folder as the tar.gz users upload."""
-    from skyclass.serve.s3 import make_model_archive
+    from deploy.model_archive import make_model_archive
 
     out = tmp_path_factory.mktemp("archive") / "flying-objects.tar.gz"
     return Archive(out, make_model_archive(BUNDLED_MODEL, out))

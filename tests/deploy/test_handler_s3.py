@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from skyclass.serve.handler import build_handler
+from skyclass.serve.lambda_context import LocalContext
 from skyclass.serve.settings import ServeSettings
 from tests.conftest import shared_images
 from tests.deploy.conftest import Archive, S3Server
@@ -21,16 +22,6 @@ def v1_event(jpeg: bytes, path: str = "/classify") -> dict[str, Any]:
     return v1("POST", path, multipart("file", "photo.jpg", "image/jpeg", jpeg), ctype, True)
 
 
-class Context:
-    function_name = "skyclass-test"
-    memory_limit_in_mb = 1769
-    aws_request_id = "test"
-    invoked_function_arn = "arn:aws:lambda:eu-west-1:000000000000:function:skyclass-test"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 15000
-
-
 def handler_for(uri: str, cache: Path, sha256: str | None = None):
     env = {"MODEL_S3_URI": uri, "SKYCLASS_MODEL_CACHE": str(cache), "SKYCLASS_THREADS": "1"}
     if sha256:
@@ -39,7 +30,7 @@ def handler_for(uri: str, cache: Path, sha256: str | None = None):
 
 
 def invoke(handler: Any, jpeg: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
-    answer = handler(v1_event(jpeg), Context())
+    answer = handler(v1_event(jpeg), LocalContext(function_name="skyclass-test"))
     headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
     return answer["statusCode"], headers, json.loads(answer["body"])
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from deploy.model_archive import make_model_archive
 from skyclass.core.bundle import load_bundle, sha256_file
 from skyclass.core.errors import ModelUnavailable
 from skyclass.core.predictor import Predictor
-from skyclass.serve.s3 import fetch_model_archive, make_model_archive, parse_s3_uri
+from skyclass.serve.s3 import fetch_model_archive, parse_s3_uri
 from tests.conftest import BUNDLED_MODEL, shared_images
 from tests.deploy.conftest import Archive, S3Server, free_port
 

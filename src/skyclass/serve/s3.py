@@ -1,24 +1,22 @@
 """A model folder from S3: one tar.gz object, downloaded once per container into /tmp.
 
 ``MODEL_S3_URI=s3://bucket/models/flying-objects.tar.gz`` names a tar.gz of one model folder (as
-``make_model_archive`` writes it). One object, so the function's IAM role needs ``s3:GetObject`` on
-that object only. :func:`fetch_model_archive` downloads it, checks its sha256 when one is given,
-extracts it safely into a temp dir and renames that into the cache, so a later call in the same
-container (or a restarted process in a reused sandbox) finds it without any S3 request, and a failed
-or refused download leaves nothing behind.
+``deploy/model_archive.py`` writes it). One object, so the function's IAM role needs
+``s3:GetObject`` on that object only. :func:`fetch_model_archive` downloads it, checks its sha256
+when one is given, extracts it safely into a temp dir and renames that into the cache, so a later
+call in the same container (or a restarted process in a reused sandbox) finds it without any S3
+request, and a failed or refused download leaves nothing behind.
 
 boto3 is imported only when a download is needed (it is part of the Lambda Python runtime, so the
 artifact does not carry it). The endpoint can be overridden for tests or S3-compatible stores with
 ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``, which botocore itself honours.
 
 Every failure is a :class:`ModelUnavailable` (503) whose message says what was wrong, never how.
-
-    python -m skyclass.serve.s3 models/flying-objects flying-objects.tar.gz [--upload s3://b/k.tar.gz]
+The archive itself is built (and uploaded) by ``deploy/model_archive.py``.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -238,73 +236,3 @@ def _safe_extract(archive: Path, dest: Path, max_bytes: int | None = None) -> No
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise ModelUnavailable(f"model archive is not a valid tar.gz: {exc}") from exc
-
-
-def make_model_archive(model_dir: str | Path, out_path: str | Path) -> str:
-    """Write a reproducible tar.gz of one model folder (as ``<name>/...``); return its sha256."""
-    model_dir = Path(model_dir)
-    if not (model_dir / MANIFEST).is_file():
-        raise ModelUnavailable(f"not a model folder (no {MANIFEST}): {model_dir}")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-
-    def clean(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        if not (info.isfile() or info.isdir()) or "__pycache__" in info.name:
-            return None
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        info.mtime = 0
-        info.mode = 0o755 if info.isdir() else 0o644
-        return info
-
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with (
-        open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz,
-        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        tar.add(model_dir, arcname=model_dir.name, recursive=False, filter=clean)
-        for path in sorted(model_dir.rglob("*")):
-            arcname = f"{model_dir.name}/{path.relative_to(model_dir).as_posix()}"
-            tar.add(path, arcname=arcname, recursive=False, filter=clean)
-    tmp.replace(out_path)
-    return _sha256(out_path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Archive a model folder (and optionally upload it); print the MODEL_S3_URI/MODEL_SHA256."""
-    parser = argparse.ArgumentParser(prog="python -m skyclass.serve.s3", description=main.__doc__)
-    parser.add_argument("model_dir", type=Path)
-    parser.add_argument("out", type=Path, help="where to write the .tar.gz")
-    parser.add_argument("--upload", metavar="S3_URI", help="also upload it there (needs boto3)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        sha = make_model_archive(args.model_dir, args.out)
-        print(f"{args.out}  {args.out.stat().st_size} bytes  sha256 {sha}")
-        if args.upload:
-            bucket, key = parse_s3_uri(args.upload)
-            import boto3
-
-            boto3.client("s3").upload_file(str(args.out), bucket, key)
-            print(f"uploaded: {args.upload}")
-            print(
-                f"deploy with: npm run deploy -- --param modelS3Uri={args.upload} "
-                f"--param modelSha256={sha}"
-            )
-    except ModelUnavailable as exc:
-        print(f"error: {exc}")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
