@@ -6,7 +6,7 @@ import logging
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 #: residual blocks, 18 the last 1x1 conv to 1280 channels.
 NUM_FEATURE_BLOCKS = 19
 IMAGENET_WEIGHTS = "imagenet"
+
+
+def feature_blocks(model: nn.Module) -> nn.Sequential:
+    """MobileNetV2's ``features`` (``nn.Module`` attributes are typed ``Tensor | Module``)."""
+    return cast(nn.Sequential, model.features)
+
+
+def classifier_head(model: nn.Module) -> nn.Sequential:
+    """MobileNetV2's ``classifier``: Dropout -> Linear -> LogSoftmax."""
+    return cast(nn.Sequential, model.classifier)
 
 
 def build_model(
@@ -59,23 +69,19 @@ def set_trainable(model: nn.Module, unfrozen_blocks: Iterable[int]) -> None:
     bad = [i for i in unfrozen if not 0 <= i < NUM_FEATURE_BLOCKS]
     if bad:
         raise ValueError(f"feature blocks must be in 0..{NUM_FEATURE_BLOCKS - 1}, got {bad}")
-    for i, block in enumerate(model.features):
+    for i, block in enumerate(feature_blocks(model)):
         for p in block.parameters():
             p.requires_grad = i in unfrozen
-    for p in model.classifier.parameters():
+    for p in classifier_head(model).parameters():
         p.requires_grad = True
 
 
 def train_mode(model: nn.Module) -> None:
     """model.train(), except blocks with no trainable parameter, which stay in eval mode."""
     model.train()
-    for block in model.features:
+    for block in feature_blocks(model):
         if not any(p.requires_grad for p in block.parameters()):
             block.eval()
-
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
 
 
 def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:

@@ -47,7 +47,7 @@ def _running(pid: int) -> bool:
 def remove_stale_temp_dirs(out: Path) -> list[Path]:
     """Remove the temp folders ``.{out.name}.tmp-{pid}-*`` beside ``out`` whose process is gone (a
     run killed before it could clean up); a live process's folder is left alone. Returns them."""
-    removed = []
+    removed: list[Path] = []
     prefix = f".{out.name}.tmp-"
     if not out.parent.is_dir():
         return removed

@@ -112,14 +112,14 @@ def test_unreadable_file_is_reported_and_fails(fixture_set, tmp_path, monkeypatc
     if os.geteuid() != 0:
         target.chmod(0)
     else:  # root reads anything: make the read itself fail as a permission error would
-        real = Path.read_bytes
+        real = os.open
 
-        def read_bytes(self: Path) -> bytes:
-            if self == target:
-                raise PermissionError(13, "Permission denied", str(self))
-            return real(self)
+        def open_(path, flags, *args, **kwargs):
+            if Path(path) == target:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real(path, flags, *args, **kwargs)
 
-        monkeypatch.setattr(Path, "read_bytes", read_bytes)
+        monkeypatch.setattr(os, "open", open_)
     res = _run("audit", fixture_set.root, "--out", tmp_path / "o", "--workers", "1")
     assert res.exit_code == EXIT_UNREADABLE
     assert "could not be read" in res.output

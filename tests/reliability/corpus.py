@@ -1,4 +1,4 @@
-"""The hostile corpus of issue 5, built from real shared photos: each awkward input, its answer.
+"""The hostile corpus, built from real shared photos: each awkward input, its answer.
 
 Each :class:`Hostile` says what ``Predictor.predict`` gets (``image``), what the HTTP app and the
 Lambda handler get (``body`` + ``content_type``), and what each must answer: a 4xx with a stable
@@ -103,7 +103,7 @@ def exif_pair(photo: Image.Image) -> tuple[bytes, bytes]:
 
 
 def build_corpus() -> list[Hostile]:
-    """Every input of issue 5's list (and a few more), derived from one real photo."""
+    """Every hostile input (awkward formats, sizes, bodies), derived from one real photo."""
     path = source_photo()
     original = path.read_bytes()
     photo = Image.open(path).convert("RGB")

@@ -1,4 +1,4 @@
-"""The ImageNet-1k model folder served beside the flagship (issue 9), once it has been exported."""
+"""The ImageNet-1k model folder served beside the flagship, once it has been exported."""
 
 from __future__ import annotations
 

@@ -67,7 +67,9 @@ class PreprocessConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocess keys: {sorted(unknown)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kwargs: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return cls(**kwargs)
 
 

@@ -73,7 +73,7 @@ def kmeans_clusters(report: AuditReport) -> bytes:
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), dpi=90, squeeze=False)
     try:
         for ax, km in zip(axes.flat, report.kmeans, strict=False):
-            xs = [info[p].width * info[p].height / 1e6 for p in km.paths]
+            xs = [(info[p].width or 0) * (info[p].height or 0) / 1e6 for p in km.paths]
             ys = [info[p].size / 1024 for p in km.paths]
             ax.scatter(xs, ys, c=list(km.clusters), cmap="tab10", s=10, alpha=0.7)
             cx = [c[1] * c[2] / 1e6 for c in km.centres]

@@ -271,7 +271,7 @@ def assign(
     """Component -> split: largest first, each to the split whose class targets it fills best."""
     totals = Counter(labels)
     target = {s: {lb: f * n for lb, n in totals.items()} for s, f in fractions.items()}
-    current = {s: Counter() for s in fractions}
+    current: dict[str, Counter[str]] = {s: Counter() for s in fractions}
     order = sorted(members)
     random.Random(seed).shuffle(order)
     # Big components (a whole source) first, while every split still has room; the rest in
@@ -302,25 +302,41 @@ def assign(
     return out
 
 
+def _sources(config: SplitConfig, rows: Sequence[dict[str, str]]) -> tuple[dict[str, str], int]:
+    """path -> metadata group value from the groups file, and how many rows it does not name."""
+    if config.groups is None:
+        return {}, 0
+    meta = read_groups(config.groups, config.group_column)
+    source_of = {r["path"]: meta[r["path"]] for r in rows if r["path"] in meta}
+    missing = len(rows) - len(source_of)
+    if missing:
+        log.warning(
+            "%d manifest rows have no entry in %s: each is its own group", missing, config.groups
+        )
+    return source_of, missing
+
+
+def _settle_duplicates(dup: Sequence[str], where: list[str]) -> int:
+    """Put every duplicate group on one side (its majority; on a tie the held-out side keeps it,
+    train loses the copy); returns how many files moved."""
+    by_dup: dict[str, list[int]] = {}
+    for i, g in enumerate(dup):
+        by_dup.setdefault(g, []).append(i)
+    moved = 0
+    for idx in by_dup.values():
+        sides = Counter(where[i] for i in idx)
+        if len(sides) > 1:
+            side = max(sides, key=lambda s: (sides[s], SPLITS.index(s)))
+            moved += sum(where[i] != side for i in idx)
+            for i in idx:
+                where[i] = side
+    return moved
+
+
 def make_split(config: SplitConfig) -> SplitResult:
     """Read the manifest (and groups file), merge groups, assign components. No I/O of outputs."""
     rows, dropped = read_manifest(config.manifest)
-    source_of: dict[str, str] = {}
-    missing = 0
-    if config.groups is not None:
-        meta = read_groups(config.groups, config.group_column)
-        for r in rows:
-            value = meta.get(r["path"])
-            if value is None:
-                missing += 1
-            else:
-                source_of[r["path"]] = value
-        if missing:
-            log.warning(
-                "%d manifest rows have no entry in %s: each is its own group",
-                missing,
-                config.groups,
-            )
+    source_of, missing = _sources(config, rows)
     dup = [r.get("group") or r["path"] for r in rows]
     if source_of:
         # Metadata groups decide; a duplicate group spanning metadata groups is then settled
@@ -335,25 +351,11 @@ def make_split(config: SplitConfig) -> SplitResult:
     labels = [r["label"] for r in rows]
     where_comp = assign(members, labels, config.fractions(), config.seed)
     where = [where_comp[comp[i]] for i in range(len(rows))]
-    moved = 0
-    if source_of:
-        by_dup: dict[str, list[int]] = {}
-        for i, g in enumerate(dup):
-            by_dup.setdefault(g, []).append(i)
-        for idx in by_dup.values():
-            sides = Counter(where[i] for i in idx)
-            if len(sides) > 1:
-                # majority side; on a tie the held-out side keeps it (train loses the copy)
-                side = max(sides, key=lambda s: (sides[s], SPLITS.index(s)))
-                moved += sum(where[i] != side for i in idx)
-                for i in idx:
-                    where[i] = side
-    group_id = {}
-    for i, r in enumerate(rows):
-        if source_of and r["path"] in source_of:
-            group_id[i] = f"{r['label']}|{source_of[r['path']]}"
-        else:
-            group_id[i] = dup[i]
+    moved = _settle_duplicates(dup, where) if source_of else 0
+    group_id = {
+        i: f"{r['label']}|{source_of[r['path']]}" if r["path"] in source_of else dup[i]
+        for i, r in enumerate(rows)
+    }
     decisions = read_review(config.review, rows) if config.review is not None else {}
     splits: dict[str, list[Row]] = {s: [] for s in SPLITS}
     for i, r in enumerate(rows):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -96,7 +97,7 @@ def export(
     console.print(f"wrote {result.out} in {result.seconds['total']:.1f} s")
 
 
-def _print_table(report, console, table_cls, title: str) -> None:  # type: ignore[no-untyped-def]
+def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:
     from skyclass.export.parity import parity_rows
 
     table = table_cls(title=title)

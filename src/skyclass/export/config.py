@@ -14,7 +14,7 @@ class ExportError(Exception):
 
 @dataclass(frozen=True)
 class ParityBounds:
-    """What a model folder must meet before it is written (issue 8)."""
+    """What a model folder must meet before it is written."""
 
     #: fp32 ONNX vs PyTorch: max abs difference of probabilities, and identical top-1.
     max_prob_diff: float = 1e-4

@@ -13,7 +13,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyclass.export.config import ExportError
 
@@ -65,7 +65,7 @@ def export_onnx(
     return check_onnx(path)
 
 
-def _dims(value_info) -> tuple[str | int, ...]:  # type: ignore[no-untyped-def]
+def _dims(value_info: Any) -> tuple[str | int, ...]:
     dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_param if d.dim_param else d.dim_value for d in dims)
 

@@ -107,11 +107,11 @@ def compare(
         failures.append(f"fp32 vs PyTorch max abs prob diff {diff:.2e} >= {bounds.max_prob_diff}")
     if mismatches:
         failures.append(f"fp32 vs PyTorch top-1 differs on {mismatches}/{len(top_torch)} images")
-    labelled = truth is not None and truth >= 0
-    n_labelled = int(labelled.sum()) if truth is not None else 0
+    labelled = truth >= 0 if truth is not None else np.zeros(len(top_torch), dtype=bool)
+    n_labelled = int(labelled.sum())
 
     def accuracy(top: np.ndarray) -> float | None:
-        if not n_labelled:
+        if truth is None or not n_labelled:
             return None
         return float((top[labelled] == truth[labelled]).mean())
 

@@ -335,7 +335,7 @@ def create_app(
         )
         return prediction.to_dict()
 
-    classify_doc = {
+    classify_doc: dict[str, Any] = {
         "response_model": ClassifyOut,
         "responses": _ERRORS,
         "openapi_extra": _CLASSIFY_BODY,
@@ -358,7 +358,7 @@ def create_app(
     def health() -> JSONResponse:
         states = registry.status()
         failed = [s for s in states if s.state == "failed"]
-        status = "ok"
+        status: Literal["ok", "degraded", "unavailable"] = "ok"
         if failed:
             status = "unavailable" if any(s.default for s in failed) else "degraded"
         body = HealthOut(

@@ -17,8 +17,9 @@ import binascii
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 
+from fastapi import FastAPI
 from mangum import Mangum
 
 from skyclass.serve.app import create_app
@@ -77,4 +78,4 @@ def build_handler(
 
 
 classify_image = build_handler()
-registry: ModelRegistry = classify_image.app.state.registry
+registry: ModelRegistry = cast(FastAPI, classify_image.app).state.registry

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from skyclass.core.preprocess import PreprocessConfig
 from skyclass.data.dataset import (
@@ -142,10 +142,11 @@ def _train_loader(
 
     def init_worker(worker_id: int) -> None:
         info = torch.utils.data.get_worker_info()
-        info.dataset.reseed(seed + 1 + worker_id)
+        if info is not None:
+            cast(ImageDataset, info.dataset).reseed(seed + 1 + worker_id)
 
     return DataLoader(
-        ds,
+        _as_dataset(ds),
         batch_size=config.batch_size,
         sampler=sampler,
         drop_last=len(ds) > config.batch_size,
@@ -188,7 +189,7 @@ def prefix_features(
 
     model.eval()
     out = []
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
+    loader = DataLoader(_as_dataset(ds), batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
         for x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
             out.append(model.features[:block](x))
@@ -198,7 +199,15 @@ def prefix_features(
 def _eval_loader(ds: ImageDataset, config: TrainConfig) -> Any:
     from torch.utils.data import DataLoader
 
-    return DataLoader(ds, batch_size=config.eval_batch_size, shuffle=False, num_workers=0)
+    return DataLoader(
+        _as_dataset(ds), batch_size=config.eval_batch_size, shuffle=False, num_workers=0
+    )
+
+
+def _as_dataset(ds: ImageDataset) -> Any:
+    """``ds`` for a DataLoader: a map-style dataset by protocol (``__getitem__``, ``__len__``),
+    not a ``torch.utils.data.Dataset`` subclass, so typed as one here."""
+    return ds
 
 
 def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
@@ -507,12 +516,12 @@ def fit(
             )
         )
         ds = ImageDataset(imgs, manifest.targets(names), test_tf)
-        res = evaluate(model, _eval_loader(ds, config), desc=split, progress=progress)
+        ev = evaluate(model, _eval_loader(ds, config), desc=split, progress=progress)
         m = write_eval_reports(
             run_dir / "reports" / manifest.source.stem,
             files=manifest.files(),
-            targets=res.targets.tolist(),
-            probs=res.probs,
+            targets=ev.targets.tolist(),
+            probs=ev.probs,
             labels=names,
             title=f"{config.name} on {manifest.source.name}",
         )
@@ -595,7 +604,8 @@ def evaluate_manifest(
     ds = ImageDataset(imgs, manifest.targets(names), build_test_transform(pre))
     from torch.utils.data import DataLoader
 
-    res = evaluate(model, DataLoader(ds, batch_size=batch_size), desc="eval", progress=progress)
+    loader = DataLoader(_as_dataset(ds), batch_size=batch_size)
+    res = evaluate(model, loader, desc="eval", progress=progress)
     metrics = write_eval_reports(
         out,
         files=manifest.files(),

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from skyclass.model import NUM_FEATURE_BLOCKS, train_mode
+from skyclass.model import NUM_FEATURE_BLOCKS, classifier_head, feature_blocks, train_mode
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ def forward(model: nn.Module, x: Any, first_trainable: int = 0, start_block: int
     h = x
     if split > start_block:
         with torch.no_grad():
-            h = model.features[start_block:split](h)
+            h = feature_blocks(model)[start_block:split](h)
     if split < NUM_FEATURE_BLOCKS:
-        h = model.features[split:](h)
+        h = feature_blocks(model)[split:](h)
     h = torch.flatten(F.adaptive_avg_pool2d(h, (1, 1)), 1)
-    return model.classifier(h)
+    return classifier_head(model)(h)
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool, leave: bool = False) -> Any:

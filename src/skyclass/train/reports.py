@@ -64,7 +64,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def image_losses(probs: np.ndarray, targets: Sequence[int]) -> np.ndarray:
+def image_losses(probs: np.ndarray, targets: Sequence[int] | np.ndarray) -> np.ndarray:
     """Each image's negative log-likelihood of its true class (probabilities clipped at 1e-12)."""
     t = np.asarray(targets, dtype=int)
     if not len(t):

@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from skyclass.model import NUM_FEATURE_BLOCKS
+from skyclass.model import NUM_FEATURE_BLOCKS, feature_blocks
 from skyclass.train.config import StageConfig
 
 
@@ -15,7 +15,7 @@ def first_trainable_block(model: nn.Module) -> int:
 
     Everything before it can run under ``torch.no_grad()``.
     """
-    for i, block in enumerate(model.features):
+    for i, block in enumerate(feature_blocks(model)):
         if any(p.requires_grad for p in block.parameters()):
             return i
     return NUM_FEATURE_BLOCKS
@@ -25,7 +25,8 @@ def make_optimizer(model: nn.Module, stage: StageConfig, lr: float) -> Any:
     """AdamW over the trainable parameters; no weight decay on biases and BatchNorm."""
     import torch
 
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
@@ -63,7 +64,3 @@ def steps_per_epoch(n_items: int, batch_size: int, max_steps: int | None) -> int
     if max_steps is not None:
         steps = min(steps, max_steps)
     return max(steps, 1)
-
-
-def epochs_before(stage_epochs: list[int], stage_index: int) -> int:
-    return sum(stage_epochs[:stage_index])

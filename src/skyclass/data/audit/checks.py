@@ -116,8 +116,7 @@ def _decode(
             if img.format == "JPEG":
                 img.draft(None, (draft_side, draft_side))
             img.load()  # the whole stream: truncation shows here
-            img = ImageOps.exif_transpose(img) or img
-            rgb = _to_rgb8(img)
+            rgb = _to_rgb8(ImageOps.exif_transpose(img) or img)
         except Exception as exc:
             check = "truncated" if "truncat" in str(exc).lower() else "corrupt"
             return _failed(s, check, str(exc))

@@ -96,11 +96,10 @@ def duplicate_groups(scores: Sequence[FileScores], config: AuditConfig) -> list[
         j = by_sha.setdefault(s.sha256, i)
         if j != i and uf.union(j, i):
             links.append((j, i, DuplicateLink(scores[j].path, s.path, 0, False, True)))
-    hashed = [i for i, s in enumerate(scores) if s.phash]
-    mirrors = [scores[i].phash_mirror or scores[i].phash for i in hashed] if config.mirror else None
-    for a, b, dist, mirrored in near_pairs(
-        [scores[i].phash for i in hashed], mirrors, config.near_threshold
-    ):
+    hashes = {i: s.phash for i, s in enumerate(scores) if s.phash}
+    hashed = list(hashes)
+    mirrors = [scores[i].phash_mirror or hashes[i] for i in hashed] if config.mirror else None
+    for a, b, dist, mirrored in near_pairs(list(hashes.values()), mirrors, config.near_threshold):
         i, j = hashed[a], hashed[b]
         ta, tb = scores[i].thumb, scores[j].thumb
         if ta and tb and thumb_distance(ta, tb, mirrored) > config.colour_threshold:
