@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh machine (Python deps from the constraints file,
-# Debian's chromium for the browser test, npm packages for the deploy tests), then lint and run
-# the whole test suite. Extra arguments go to pytest.
+# Debian's chromium for the browser test, npm packages for the deploy tests), then lint, type-check
+# and run the tests. With CI=true (as .ci/run sets it) every test runs, slow and browser ones too;
+# otherwise pytest's defaults leave those out (pyproject.toml). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
@@ -36,4 +37,8 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .
+mypy
+if [ "${CI:-}" = "true" ]; then
+  exec pytest -m "" "$@"
+fi
 exec pytest "$@"
