@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 // Never imported by skyclass.serve (they need torch); leaving them out keeps the artifact honest.
-const SKIP_SOURCE = new Set(['train', 'export', 'data', 'model.py', 'cli.py', '__pycache__']);
+const SKIP_SOURCE = new Set(['train', 'export', 'data', 'reporting', 'model.py', 'cli.py', '__pycache__']);
 
 function dirBytes(p) {
   const st = fs.statSync(p);

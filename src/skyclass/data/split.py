@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyclass.data.union_find import UnionFind
 from skyclass.reporting.cells import from_spreadsheet_safe, spreadsheet_safe
 
 log = logging.getLogger(__name__)
@@ -244,22 +245,12 @@ def read_groups(path: Path, column: str) -> dict[str, str]:
 
 def _components(keys: Sequence[Sequence[str]]) -> list[int]:
     """Component index per row, rows linked when they share any key."""
-    parent = list(range(len(keys)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    uf = UnionFind(len(keys))
     first: dict[str, int] = {}
     for i, ks in enumerate(keys):
         for k in ks:
-            j = first.setdefault(k, i)
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
-    return [find(i) for i in range(len(keys))]
+            uf.union(i, first.setdefault(k, i))
+    return [uf.find(i) for i in range(len(keys))]
 
 
 def assign(

@@ -15,6 +15,7 @@ from skyclass.data.audit.schema import (
     FileScores,
     Finding,
 )
+from skyclass.data.union_find import UnionFind
 
 
 def _hash_words(hexes: Sequence[str]) -> np.ndarray:
@@ -49,24 +50,6 @@ def near_pairs(
                 yield i, c, int(d[r, c]), bool(mirrored[r, c])
 
 
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, a: int, b: int) -> bool:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        self.parent[max(ra, rb)] = min(ra, rb)
-        return True
-
-
 def thumb_distance(a: str, b: str, mirrored: bool) -> float:
     """Mean absolute difference (0-255) of two 8x8 RGB thumbnails, ``b`` mirrored if asked."""
     ta = np.frombuffer(bytes.fromhex(a), dtype=np.uint8).reshape(8, 8, 3).astype(np.float32)
@@ -87,7 +70,7 @@ def duplicate_groups(scores: Sequence[FileScores], config: AuditConfig) -> list[
     group is ``exact`` when all members are byte-identical. Its id is its first member's path.
     """
     n = len(scores)
-    uf = _UnionFind(n)
+    uf = UnionFind(n)
     links: list[tuple[int, int, DuplicateLink]] = []
     by_sha: dict[str, int] = {}
     for i, s in enumerate(scores):
