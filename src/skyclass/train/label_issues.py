@@ -74,9 +74,9 @@ def backbone_module(weights: str) -> Any:
     import torch
     from torch import nn
 
-    from skyclass.model import build_model
+    from skyclass.model import build_model, feature_blocks
 
-    features = build_model(2, weights=weights).eval().features
+    features = feature_blocks(build_model(2, weights=weights).eval())
 
     class MirrorEmbedding(nn.Module):
         def __init__(self) -> None:
@@ -124,7 +124,7 @@ def backbone_onnx(weights: str, image_size: int, cache_dir: str | None) -> bytes
         torch.onnx.export(
             module,
             (torch.zeros(2, 3, image_size, image_size),),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works; torch's hint names paths only
             input_names=[EMBED_INPUT],
             output_names=[EMBED_OUTPUT],
             dynamic_axes={EMBED_INPUT: {0: "batch"}, EMBED_OUTPUT: {0: "batch"}},
