@@ -14,6 +14,7 @@ Nothing a request names (a model name, a field, a file name) is ever opened as a
 
 from __future__ import annotations
 
+import functools
 import logging
 from importlib import resources
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skyclass import __version__
 from skyclass.core.errors import EmptyImage, ImageError, ModelUnavailable
+from skyclass.core.preprocess import HEAVY_DECODE_BYTES, decode_cost
 from skyclass.serve.registry import ModelRegistry, UnknownModel
 from skyclass.serve.settings import ALL_CLASSES_UP_TO, ServeSettings
 
@@ -294,7 +296,9 @@ def create_app(
     if isinstance(source, ModelRegistry):
         registry = source
         settings = settings or ServeSettings(
-            max_body_bytes=registry.limits.max_bytes, max_pixels=registry.limits.max_pixels
+            max_body_bytes=registry.limits.max_bytes,
+            max_pixels=registry.limits.max_pixels,
+            max_decode_bytes=registry.limits.max_decode_bytes,
         )
     else:
         settings = source
@@ -319,8 +323,10 @@ def create_app(
         max_age=600,
     )
 
-    # One limiter per app: at most settings.concurrency predictions run at once.
+    # One limiter per app: at most settings.concurrency predictions run at once; of those, at most
+    # settings.max_heavy_decodes heavy images (taken first, so they never hold every slot).
     limiter = anyio.CapacityLimiter(settings.concurrency)
+    heavy = anyio.CapacityLimiter(settings.max_heavy_decodes)
 
     async def classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
         registry.require(model)  # an unknown model is a 404 before the body is read
@@ -330,9 +336,16 @@ def create_app(
         predictor = await run_in_threadpool(registry.get, model)
         n = len(predictor.labels)
         k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
-        prediction = await anyio.to_thread.run_sync(
-            predictor.predict, data, min(k, n), limiter=limiter
-        )
+        run = functools.partial(predictor.predict, data, min(k, n))
+        config = predictor.bundle.preprocess
+        side = max(config.size)
+        # Over the decode budget: a 413 now, before waiting for a prediction slot.
+        cost = decode_cost(data, (side, side) if config.draft else None, predictor.limits)
+        if cost > HEAVY_DECODE_BYTES:
+            async with heavy:
+                prediction = await anyio.to_thread.run_sync(run, limiter=limiter)
+        else:
+            prediction = await anyio.to_thread.run_sync(run, limiter=limiter)
         return prediction.to_dict()
 
     classify_doc = {

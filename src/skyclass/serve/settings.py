@@ -8,6 +8,8 @@ Environment (all optional):
     SKYCLASS_CORS_ORIGINS   comma-separated allowed origins, ``*`` by default
     SKYCLASS_MAX_BODY_BYTES request body limit, 6 MB by default (Lambda's synchronous payload limit)
     SKYCLASS_MAX_PIXELS     decoded image limit, 40 MP by default
+    SKYCLASS_MAX_DECODE_BYTES  memory one image's decode may take, 128 MiB by default (else a 413)
+    SKYCLASS_MAX_HEAVY_DECODES images over 32 MiB decoded that are decoded at once (1); others wait
     SKYCLASS_TOP_K          classes in an answer for models with more than 10 classes (5)
     SKYCLASS_THREADS        ONNX Runtime intra-op threads (ONNX Runtime's own default if unset)
     MODEL_S3_URI            s3://bucket/key.tar.gz of a model folder; it becomes the default model
@@ -27,6 +29,7 @@ from skyclass.core.preprocess import ImageLimits
 DEFAULT_MODEL_NAME = "flying-objects"
 MAX_BODY_BYTES = 6 * 1024 * 1024
 MAX_PIXELS = ImageLimits().max_pixels
+MAX_DECODE_BYTES = ImageLimits().max_decode_bytes
 ALL_CLASSES_UP_TO = 10
 
 
@@ -70,13 +73,23 @@ class ServeSettings:
     #: Predictions computed at once (more requests wait their turn): bounds the decoded images and
     #: session buffers alive at a time, so memory stays flat under many connections. None = CPUs.
     max_concurrency: int | None = None
+    max_decode_bytes: int = MAX_DECODE_BYTES
+    #: Heavy decodes (over HEAVY_DECODE_BYTES) running at once, apart from max_concurrency: a few
+    #: large images cannot take every prediction slot and the memory with them.
+    max_heavy_decodes: int = 1
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
             raise SettingsError(
                 f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}"
             )
-        for name in ("max_body_bytes", "max_pixels", "top_k"):
+        for name in (
+            "max_body_bytes",
+            "max_pixels",
+            "top_k",
+            "max_decode_bytes",
+            "max_heavy_decodes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be a positive number")
         if self.threads is not None and self.threads < 1:
@@ -90,7 +103,11 @@ class ServeSettings:
 
     @property
     def limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.max_body_bytes, max_pixels=self.max_pixels)
+        return ImageLimits(
+            max_bytes=self.max_body_bytes,
+            max_pixels=self.max_pixels,
+            max_decode_bytes=self.max_decode_bytes,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ServeSettings:
@@ -129,5 +146,7 @@ class ServeSettings:
             top_k=number("SKYCLASS_TOP_K", 5),
             threads=number("SKYCLASS_THREADS", 0) or None,
             max_concurrency=number("SKYCLASS_MAX_CONCURRENCY", 0) or None,
+            max_decode_bytes=number("SKYCLASS_MAX_DECODE_BYTES", MAX_DECODE_BYTES),
+            max_heavy_decodes=number("SKYCLASS_MAX_HEAVY_DECODES", 1),
             model_cache=Path(c) if (c := text("SKYCLASS_MODEL_CACHE")) else None,
         )
