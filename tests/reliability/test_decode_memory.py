@@ -23,16 +23,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from skyclass.core.decode_memory import HEAVY_DECODE_BYTES, ImageLimits, decode_cost
 from skyclass.core.errors import DecodeBudgetExceeded
 from skyclass.core.predictor import Predictor
-from skyclass.core.preprocess import (
-    HEAVY_DECODE_BYTES,
-    ImageLimits,
-    decode_cost,
-    decode_image,
-    load_resized,
-    preprocess,
-)
+from skyclass.core.preprocess import decode_image, load_resized, preprocess
 from skyclass.serve.app import create_app
 from skyclass.serve.registry import ModelRegistry
 from skyclass.serve.settings import ServeSettings
@@ -257,9 +251,9 @@ def test_heavy_decodes_run_one_at_a_time_beside_light_ones() -> None:
 
 
 def test_settings_bound_decode_budget_and_heavy_decodes() -> None:
-    env = {"SKYCLASS_MAX_DECODE_BYTES": "1000000", "SKYCLASS_MAX_HEAVY_DECODES": "2"}
+    env = {"SKYCLASS_MAX_DECODE_BYTES": "2000000", "SKYCLASS_MAX_HEAVY_DECODES": "2"}
     settings = ServeSettings.from_env(env)
-    assert settings.limits.max_decode_bytes == 1_000_000 and settings.max_heavy_decodes == 2
+    assert settings.limits.max_decode_bytes == 2_000_000 and settings.max_heavy_decodes == 2
     light = source_photo().read_bytes()
     with pytest.raises(DecodeBudgetExceeded):
         Predictor(BUNDLED_MODEL, limits=settings.limits).predict(bomb("rgb_5600_in_budget.png"))

@@ -6,20 +6,29 @@ transforms), so a served image and a test-time training image become the same te
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import io
 import logging
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from skyclass.core.decode_memory import (
+    HEAVY_DECODE_BYTES,
+    check_budget,
+    check_jpeg_length,
+    decoded_bytes,
+    release_freed_memory,
+    shrink,
+    to_8bit,
+)
+from skyclass.core.decode_memory import SUPPORTED_FORMATS as SUPPORTED_FORMATS
+from skyclass.core.decode_memory import ImageLimits as ImageLimits
+from skyclass.core.decode_memory import decode_cost as decode_cost
 from skyclass.core.errors import (
     CorruptImage,
-    DecodeBudgetExceeded,
     EmptyImage,
     ImageTooLarge,
     NotAnImage,
@@ -31,8 +40,6 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Formats the model takes. Pillow reads more (ICO, PSD, EPS...): those are refused.
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: File name endings of those formats, for commands that look for images in folders.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -42,6 +49,14 @@ _INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,18 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be (height, width), got {self.size!r}")
+        if len(self.size) != 2 or not all(_whole(x, 1, 8192) for x in self.size):
+            raise ValueError(f"size must be (height, width), 1..8192 pixels, got {self.size!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(_number(x) for x in values):
+                raise ValueError(f"{name} must be 3 finite numbers, got {values!r}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std!r}")
+        if len(self.background) != 3 or not all(_whole(x, 0, 255) for x in self.background):
+            raise ValueError(f"background must be 3 values 0..255, got {self.background!r}")
+        if not isinstance(self.draft, bool):
+            raise ValueError(f"draft must be true or false, got {self.draft!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -76,46 +101,6 @@ class PreprocessConfig:
             raise ValueError(f"unknown preprocess keys: {sorted(unknown)}")
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**kwargs)
-
-
-#: Bytes per pixel that decoding an image of each mode costs here, conversions included: Pillow
-#: keeps RGB, RGBA, CMYK... as 4 bytes a pixel; 16-bit images add their 8-bit copy (1), 32-bit
-#: ones too; palette images are expanded to RGB(A) (4) before they can be reduced, 1-bit to L.
-_DECODE_COST = {
-    "1": 2,
-    "L": 1,
-    "P": 5,
-    "I;16": 3,
-    "I;16L": 3,
-    "I;16B": 3,
-    "I;16N": 3,
-    "I": 5,
-    "F": 5,
-}
-#: Codecs that decode a whole frame into a buffer of their own before Pillow copies it (libwebp).
-_CODEC_COPIES = {"WEBP": 2}
-#: Above this many decoded bytes an image is "heavy": reduced right after decoding, its freed memory
-#: handed back to the system, and (in the app) decoded one at a time.
-HEAVY_DECODE_BYTES = 32 * 1024 * 1024
-#: Rows converted at a time from 16/32-bit and float modes (bounds the float32 scratch band).
-_BAND_BYTES = 4 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Bounds checked before any pixel is decoded.
-
-    ``max_decode_bytes`` is the memory a decode may take (see :func:`decode_cost`): a 1.5 KB WebP
-    or a 90 KB 16-bit PNG can declare 40 MP, under ``max_pixels`` yet hundreds of MB once decoded.
-    A heavy image (over 32 MiB decoded) whose data is ``max_expansion`` times smaller than its
-    decoded pixels is a decompression bomb, not a photo (photos compress 2-50x), and is refused too.
-    """
-
-    max_bytes: int = 6 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    formats: tuple[str, ...] = field(default=SUPPORTED_FORMATS)
-    max_decode_bytes: int = 128 * 1024 * 1024
-    max_expansion: int = 1024
 
 
 def _open(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -167,32 +152,6 @@ def _signature_format(data: bytes) -> str | None:
     return next((fmt for magic, fmt in _SIGNATURES if data.startswith(magic)), None)
 
 
-def _cost(img: Image.Image) -> int:
-    width, height = img.size
-    copies = _CODEC_COPIES.get(img.format or "", 1)
-    return width * height * _DECODE_COST.get(img.mode, 4) * copies
-
-
-def decode_cost(
-    data: bytes, draft_size: tuple[int, int] | None = None, limits: ImageLimits | None = None
-) -> int:
-    """Bytes that decoding ``data`` will take, from its header alone (0 when it has none we read).
-
-    JPEGs count at the scale ``draft_size`` lets them decode at. With ``limits``, an image over
-    the decode budget raises :class:`DecodeBudgetExceeded` here, before anything is decoded.
-    """
-    try:
-        img = Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS))
-        if draft_size is not None and img.format == "JPEG":
-            img.draft("RGB", draft_size)
-        cost = _cost(img)
-    except Exception:  # not an image, a damaged header, a bomb: decode_image says which
-        return 0
-    if limits is not None:
-        _check_budget(img, cost, len(data), limits)
-    return cost
-
-
 def decode_image(
     data: bytes,
     *,
@@ -220,12 +179,13 @@ def decode_image(
             f"the image is {width}x{height} pixels; the limit is {limits.max_pixels:,} pixels"
         )
     try:
+        check_jpeg_length(img, len(data))
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
-        cost = _cost(img)
-        _check_budget(img, cost, len(data), limits)
+        cost = decoded_bytes(img)
+        check_budget(img, cost, len(data), limits)
         img.load()
-        img = _shrink(_to_8bit(img), draft_size)
+        img = shrink(to_8bit(img), draft_size)
         if cost > HEAVY_DECODE_BYTES:
             release_freed_memory()
         img = ImageOps.exif_transpose(img) or img
@@ -236,76 +196,6 @@ def decode_image(
         raise ImageTooLarge("the image declares more pixels than allowed") from exc
     except Exception as exc:  # truncated data, bad CRC, broken stream, ...
         raise CorruptImage("the image data is truncated or damaged") from exc
-
-
-def _check_budget(img: Image.Image, cost: int, size: int, limits: ImageLimits) -> None:
-    what = f"this {img.width}x{img.height} {img.format} ({img.mode}) image"
-    if cost > limits.max_decode_bytes:
-        raise DecodeBudgetExceeded(
-            f"decoding {what} would take {cost / 2**20:,.0f} MiB; "
-            f"the limit is {limits.max_decode_bytes / 2**20:,.0f} MiB"
-        )
-    if cost > HEAVY_DECODE_BYTES and cost > size * limits.max_expansion:
-        raise DecodeBudgetExceeded(
-            f"{what} declares {cost / 2**20:,.0f} MiB of pixels in {size:,} bytes "
-            f"(over {limits.max_expansion}x): a decompression bomb"
-        )
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float modes -> L, a band of rows at a time (no full-size float copy).
-
-    16-bit data (and 32-bit data above 255) is scaled from 0..65535; float data is taken as 0..255.
-    """
-    mode = img.mode
-    if mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        return img
-    scale = 255.0 / 65535.0
-    if mode == "F" or (mode == "I" and img.getextrema()[1] <= 255):  # type: ignore[index]
-        scale = 1.0
-    width, height = img.size
-    out = np.empty((height, width), dtype=np.uint8)
-    rows = max(1, _BAND_BYTES // (4 * width))
-    for top in range(0, height, rows):
-        bottom = min(height, top + rows)
-        band = np.array(img.crop((0, top, width, bottom)), dtype=np.float32)  # a writable copy
-        if scale != 1.0:
-            band *= np.float32(scale)
-        np.nan_to_num(band, copy=False)
-        np.rint(band, out=band)
-        np.clip(band, 0, 255, out=band)
-        out[top:bottom] = band
-    return Image.fromarray(out)
-
-
-def _shrink(img: Image.Image, draft_size: tuple[int, int] | None) -> Image.Image:
-    """A heavy image reduced by a whole factor, never below twice ``draft_size`` on either side."""
-    if draft_size is None or _cost(img) <= HEAVY_DECODE_BYTES:
-        return img
-    factor = min(img.width // (2 * draft_size[0]), img.height // (2 * draft_size[1]))
-    if factor < 2:
-        return img
-    if img.mode == "1":
-        img = img.convert("L")
-    elif img.mode == "P":
-        has_alpha = "transparency" in img.info
-        img = img.convert("RGBA" if has_alpha else "RGB")
-    return img.reduce(factor)
-
-
-def release_freed_memory() -> None:
-    """Hand memory freed by a large decode back to the system (glibc keeps it otherwise)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
-        return None
 
 
 def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
