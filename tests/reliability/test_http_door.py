@@ -7,6 +7,7 @@ plays the client that must read a 413 instead of a connection reset.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -120,6 +121,33 @@ def test_over_6mb_body_is_read_as_413_by_urllib(server: str) -> None:
         server + "classify", content=body, headers={"Content-Type": "image/jpeg"}, timeout=60
     )
     assert answer.status_code == 413 and answer.json()["code"] == "body_too_large"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET /" + b"a" * (1024 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["bad_content_length", "bad_chunk_size", "url_1mb"],
+)
+def test_malformed_framing_is_a_json_400(server: str, raw: bytes) -> None:
+    with _connect(server) as sock:
+        # the server may answer and close before the whole head is sent
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(raw)
+        sock.settimeout(15)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b"access-control-allow-origin: *" in head.lower()
+    assert json.loads(body)["code"] == "bad_http"
 
 
 @pytest.mark.parametrize("path", ["health", "models", ""])

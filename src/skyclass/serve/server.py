@@ -12,6 +12,7 @@ header size            h11's limit on an incomplete request head (16 KiB)
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -60,6 +61,28 @@ class GuardedH11(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm()  # the next request's head has the same deadline
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed framing (a bad Content-Length or chunk size, a head over 16 KiB): the 400
+        is JSON like every other error, with CORS for any origin, instead of uvicorn's text."""
+        body = json.dumps({"error": "malformed HTTP request", "code": "bad_http"}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"access-control-allow-origin", b"*"),
+            (b"connection", b"close"),
+        ]
+        log.info("malformed HTTP request: %s", msg)
+        try:
+            for event in (
+                h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                h11.Data(data=body),
+                h11.EndOfMessage(),
+            ):
+                self.transport.write(self.conn.send(event))
+        except h11.LocalProtocolError:  # a response was already under way: just close
+            pass
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
