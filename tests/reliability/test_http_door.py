@@ -217,3 +217,16 @@ def test_client_gone_mid_upload_is_one_line() -> None:
     log = proc.stderr.read() if proc.stderr else ""
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
     assert len(log.strip().splitlines()) <= 3, log
+
+
+def test_serve_limits_come_from_the_settings() -> None:
+    """What uvicorn runs with: keep-alive, connection limit, head size, the header deadline."""
+    from skyclass.serve.server import MAX_HEADER_BYTES, uvicorn_config
+    from skyclass.serve.settings import ServeSettings
+
+    env = {"SKYCLASS_KEEP_ALIVE": "7", "SKYCLASS_MAX_CONNECTIONS": "40"}
+    env["SKYCLASS_HEADER_TIMEOUT"] = "3"
+    config = uvicorn_config(object(), ServeSettings.from_env(env))
+    assert (config.timeout_keep_alive, config.limit_concurrency) == (7, 40)
+    assert config.h11_max_incomplete_event_size == MAX_HEADER_BYTES
+    assert config.http.header_timeout == 3.0  # type: ignore[union-attr]
