@@ -15,9 +15,18 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.conftest import DATA_ROOT
+from tests.conftest import DATA_ROOT, REPO_ROOT
 from tests.serve.test_http import bomb_png
 
+BOMBS = REPO_ROOT / "tests" / "fixtures" / "bombs"
+#: Issue 14's "small files, huge memory": in the 40 MP limit, refused by the decode budget.
+ISSUE_14_BOMBS = {
+    "bomb_webp_6300": ("webp_6300.webp", "1.5 KB lossless WebP declaring 6300x6300 RGB"),
+    "bomb_png16_6300": ("png16_6300.png", "90 KB flat 16-bit PNG, 6300x6300"),
+    "bomb_tiff_int32_6300": ("tif32_6300.tif", "260 KB deflated int32 TIFF, 6300x6300"),
+}
+#: Heavy but in the budget (and compressed less than 1024x): decoded, reduced, bounded.
+IN_BUDGET = ("png16_6300_in_budget.png", "rgb_5600_in_budget.png")
 BOUNDARY = "skyclass-hostile-boundary"
 SIX_MB = 6 * 1024 * 1024
 
@@ -246,5 +255,9 @@ def build_corpus() -> list[Hostile]:
         ),
         raw(
             "path_as_body", "a body that is a file path string", str(path).encode(), "not_an_image"
+        ),
+        *(
+            raw(name, what, (BOMBS / file).read_bytes(), "decode_budget_exceeded", 413)
+            for name, (file, what) in ISSUE_14_BOMBS.items()
         ),
     ]

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from skyclass.core.errors import CorruptImage, EmptyImage, ImageTooLarge, NotAnImage
+from skyclass.core.errors import (
+    CorruptImage,
+    DecodeBudgetExceeded,
+    EmptyImage,
+    ImageTooLarge,
+    NotAnImage,
+)
 from skyclass.core.predictor import Predictor
 from skyclass.core.preprocess import preprocess
 from skyclass.serve.handler import LambdaAdapter
@@ -33,7 +39,10 @@ from tests.reliability.corpus import Hostile, build_corpus, encode, exif_pair, s
 
 CHANNELS = ("predict", "http", "lambda_v1", "lambda_v2")
 CASES = [c.name for c in build_corpus()]
-ERROR_STATUS = {e.code: e.status for e in (EmptyImage, NotAnImage, CorruptImage, ImageTooLarge)}
+ERROR_STATUS = {
+    e.code: e.status
+    for e in (EmptyImage, NotAnImage, CorruptImage, ImageTooLarge, DecodeBudgetExceeded)
+}
 
 
 def http_answer(client: httpx.Client, case: Hostile) -> Answer:

@@ -117,9 +117,9 @@ def test_one_load_per_container(counted: tuple[Any, Counting]) -> None:
     assert sorted(factory.loads) == sorted(["flying-objects", SECOND_MODEL])
 
 
-def test_stage_base_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SKYCLASS_BASE_PATH", "/v1")
-    handler = build_handler(ServeSettings(model_dirs=(BUNDLED_MODEL,)))
+def test_stage_base_path() -> None:
+    env = {"SKYCLASS_BASE_PATH": "/v1", "SKYCLASS_MODELS": str(BUNDLED_MODEL)}
+    handler = build_handler(ServeSettings.from_env(env))  # the setting, read by settings only
     event = load_event("v1_classify_raw_jpeg_b64")
     event["path"] = "/v1/classify"
     response = handler(event, None)

@@ -32,6 +32,12 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
+class DecodeBudgetExceeded(ImageTooLarge):
+    """Decoding would take more memory than a request may use (a small file, a huge bitmap)."""
+
+    code = "decode_budget_exceeded"
+
+
 class ModelUnavailable(RuntimeError):
     """The model could not be loaded (missing, corrupt, wrong hash, S3 failure). Maps to 503."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyclass.core.bundle import ModelBundle, load_bundle, sha256_file
+from skyclass.core.bundle import ModelBundle, check_session, load_bundle, sha256_file
 from skyclass.core.errors import ModelUnavailable
 from skyclass.core.preprocess import ImageLimits, preprocess
 
@@ -76,6 +76,7 @@ class Predictor:
             )
         except Exception as exc:
             raise ModelUnavailable(f"model file {file.path} could not be loaded") from exc
+        check_session(self.bundle, self._session)  # model.json must fit the ONNX file
         self.ref = ModelRef(self.bundle.name, self.bundle.version, file.sha256, self.variant)
 
     @property

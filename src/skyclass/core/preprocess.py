@@ -7,12 +7,26 @@ transforms), so a served image and a test-time training image become the same te
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, field
+import logging
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from skyclass.core.decode_memory import (
+    HEAVY_DECODE_BYTES,
+    check_budget,
+    check_jpeg_length,
+    decoded_bytes,
+    release_freed_memory,
+    shrink,
+    to_8bit,
+)
+from skyclass.core.decode_memory import SUPPORTED_FORMATS as SUPPORTED_FORMATS
+from skyclass.core.decode_memory import ImageLimits as ImageLimits
+from skyclass.core.decode_memory import decode_cost as decode_cost
 from skyclass.core.errors import (
     CorruptImage,
     EmptyImage,
@@ -21,11 +35,11 @@ from skyclass.core.errors import (
     UnsupportedFormat,
 )
 
+log = logging.getLogger(__name__)
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: Formats the model takes. Pillow reads more (ICO, PSD, EPS...): those are refused.
-SUPPORTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: File name endings of those formats, for commands that look for images in folders.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -35,6 +49,14 @@ _INTERPOLATION = {
     "bicubic": Image.Resampling.BICUBIC,
     "lanczos": Image.Resampling.LANCZOS,
 }
+
+
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -55,8 +77,18 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"unknown interpolation {self.interpolation!r}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"size must be (height, width), got {self.size!r}")
+        if len(self.size) != 2 or not all(_whole(x, 1, 8192) for x in self.size):
+            raise ValueError(f"size must be (height, width), 1..8192 pixels, got {self.size!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(_number(x) for x in values):
+                raise ValueError(f"{name} must be 3 finite numbers, got {values!r}")
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std!r}")
+        if len(self.background) != 3 or not all(_whole(x, 0, 255) for x in self.background):
+            raise ValueError(f"background must be 3 values 0..255, got {self.background!r}")
+        if not isinstance(self.draft, bool):
+            raise ValueError(f"draft must be true or false, got {self.draft!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -71,15 +103,6 @@ class PreprocessConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
         }
         return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    """Bounds checked before any pixel is decoded."""
-
-    max_bytes: int = 6 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    formats: tuple[str, ...] = field(default=SUPPORTED_FORMATS)
 
 
 def _open(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -140,10 +163,13 @@ def decode_image(
 ) -> Image.Image:
     """Decode bytes into an upright 8-bit RGB image.
 
-    Checks size limits from the header before decoding; applies EXIF orientation; takes the first
-    frame of animations; composites transparency onto ``background``; maps 16-bit and other modes to
-    8-bit RGB. ``draft_size`` (width, height) lets a JPEG decode at 1/2, 1/4 or 1/8 scale, never
-    below that size. Raises an :class:`~skyclass.core.errors.ImageError` for anything bad.
+    Checks size limits from the header before decoding: bytes, pixels, and the memory the decode
+    will take (``limits.max_decode_bytes``, a 413). Applies EXIF orientation; takes the first frame
+    of animations; composites transparency onto ``background``; maps 16-bit, 32-bit and float modes
+    to 8 bits a band of rows at a time. ``draft_size`` (width, height) lets a JPEG decode at 1/2,
+    1/4 or 1/8 scale, never below that size, and reduces any other heavy image by a whole factor
+    right after decoding (never below twice that size). Raises an
+    :class:`~skyclass.core.errors.ImageError` for anything bad.
     """
     limits = limits or ImageLimits()
     img = _open(data, limits)
@@ -155,9 +181,15 @@ def decode_image(
             f"the image is {width}x{height} pixels; the limit is {limits.max_pixels:,} pixels"
         )
     try:
+        check_jpeg_length(img, len(data))
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", draft_size)
+        cost = decoded_bytes(img)
+        check_budget(img, cost, len(data), limits)
         img.load()
+        img = shrink(to_8bit(img), draft_size)
+        if cost > HEAVY_DECODE_BYTES:
+            release_freed_memory()
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img, background)
     except (ImageTooLarge, CorruptImage):
@@ -172,14 +204,6 @@ def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 1.0
-        arr8 = np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
-    if mode == "F":
-        arr8 = np.clip(np.rint(np.nan_to_num(np.asarray(img))), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr8, mode="L").convert("RGB")
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode == "P" and "transparency" in img.info
     )

@@ -14,6 +14,7 @@ Nothing a request names (a model name, a field, a file name) is ever opened as a
 
 from __future__ import annotations
 
+import functools
 import logging
 from importlib import resources
 from typing import Any, Literal
@@ -25,33 +26,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skyclass import __version__
+from skyclass.core.decode_memory import HEAVY_DECODE_BYTES, decode_cost
 from skyclass.core.errors import EmptyImage, ImageError, ModelUnavailable
+from skyclass.serve.body import MULTIPART, RAW_IMAGE_TYPES, RequestError, image_bytes
 from skyclass.serve.registry import ModelRegistry, UnknownModel
 from skyclass.serve.settings import ALL_CLASSES_UP_TO, ServeSettings
 
 log = logging.getLogger(__name__)
 
-#: Raw bodies taken as an image (the bytes decide the format; these only say "an image").
-RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif", "application/octet-stream")
-MULTIPART = "multipart/form-data"
 LABELS_LISTED_UP_TO = 20
-_MAX_FORM_FILES = 16
-_MAX_FORM_FIELDS = 64
-
-
-class RequestError(Exception):
-    """A request the API cannot take (its shape, not its image): a 4xx with a code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 # ---- response models (they document the API in /openapi.json) ----------------------------------
@@ -141,83 +129,6 @@ _CLASSIFY_BODY: dict[str, Any] = {
 }
 
 
-# ---- body reading --------------------------------------------------------------------------------
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise RequestError(400, "bad_request", "Content-Length is not a number") from None
-        if length > limit:
-            raise _too_large(length, limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(size, limit, at_least=True)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int, at_least: bool = False) -> RequestError:
-    more = "over " if at_least else ""
-    return RequestError(
-        413, "body_too_large", f"the request body is {more}{size:,} bytes; the limit is {limit:,}"
-    )
-
-
-async def _file_from_multipart(request: Request, body: bytes) -> bytes:
-    """The one file of a multipart body (already read and size-checked)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(
-            max_files=_MAX_FORM_FILES, max_fields=_MAX_FORM_FIELDS
-        )
-    except Exception as exc:  # MultiPartException / HTTPException(400) from the parser
-        log.info("bad multipart body: %s", exc)
-        raise RequestError(400, "bad_multipart", "the multipart body could not be parsed") from None
-    try:
-        files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
-        if not files:
-            raise RequestError(400, "no_file", "the form has no file; send the image as a file")
-        if len(files) > 1:
-            raise RequestError(400, "too_many_files", f"the form has {len(files)} files; send one")
-        data = await files[0].read()
-    finally:
-        await form.close()
-    if not data:
-        raise EmptyImage("the uploaded file is empty (0 bytes)")
-    return data
-
-
-async def _image_bytes(request: Request, limit: int) -> bytes:
-    content_type = request.headers.get("content-type", "")
-    mime = content_type.split(";", 1)[0].strip().lower()
-    if mime == MULTIPART:
-        return await _file_from_multipart(request, await _read_body(request, limit))
-    if mime in RAW_IMAGE_TYPES or not mime:
-        return await _read_body(request, limit)
-    raise RequestError(
-        415,
-        "unsupported_media_type",
-        f"Content-Type {mime!r} is not accepted; send {MULTIPART} or one of "
-        + ", ".join(RAW_IMAGE_TYPES),
-    )
-
-
 # ---- errors --------------------------------------------------------------------------------------
 
 
@@ -256,7 +167,9 @@ class _CatchUnexpected:
 def _install_error_handlers(app: FastAPI) -> None:
     # Our own errors carry their HTTP status and code: one handler renders them all.
     async def known_error(request: Request, exc: Exception) -> JSONResponse:
-        return _error(exc.status, exc.code, str(exc))  # type: ignore[attr-defined]
+        response = _error(exc.status, exc.code, str(exc))  # type: ignore[attr-defined]
+        response.headers.update(getattr(exc, "headers", None) or {})
+        return response
 
     for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable):
         app.add_exception_handler(kind, known_error)
@@ -281,7 +194,129 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", "invalid request: " + "; ".join(parts))
 
 
+# ---- the routes (module-level; what they serve comes from request.app.state) ---------------------
+
+
+async def _classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
+    state = request.app.state
+    registry: ModelRegistry = state.registry
+    settings: ServeSettings = state.settings
+    registry.require(model)  # an unknown model is a 404 before the body is read
+    data = await image_bytes(request, settings.max_body_bytes, settings.body_timeout_s)
+    if not data:
+        raise EmptyImage("the request body is empty; send an image")
+    predictor = await run_in_threadpool(registry.get, model)
+    n = len(predictor.labels)
+    k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
+    run = functools.partial(predictor.predict, data, min(k, n))
+    config = predictor.bundle.preprocess
+    side = max(config.size)
+    # Over the decode budget: a 413 now, before waiting for a prediction slot.
+    cost = decode_cost(data, (side, side) if config.draft else None, predictor.limits)
+    if cost > HEAVY_DECODE_BYTES:  # heavy: one of settings.max_heavy_decodes, then a slot
+        async with state.heavy:
+            prediction = await anyio.to_thread.run_sync(run, limiter=state.limiter)
+    else:
+        prediction = await anyio.to_thread.run_sync(run, limiter=state.limiter)
+    return prediction.to_dict()
+
+
+_TOP_K = Query(None, ge=1, le=1000, description="how many classes to return")
+
+
+async def classify_default(request: Request, top_k: int | None = _TOP_K) -> Any:
+    return await _classify(request, None, top_k)
+
+
+async def classify_named(request: Request, model: str, top_k: int | None = _TOP_K) -> Any:
+    return await _classify(request, model, top_k)
+
+
+def health(request: Request) -> JSONResponse:
+    states = request.app.state.registry.status()
+    failed = [s for s in states if s.state == "failed"]
+    status = "ok"
+    if failed:
+        status = "unavailable" if any(s.default for s in failed) else "degraded"
+    models = [
+        ModelStateOut(
+            name=s.name,
+            default=s.default,
+            state=s.state,
+            error=s.error,
+            load_seconds=s.load_seconds,
+        )
+        for s in states
+    ]
+    body = HealthOut(status=status, version=__version__, models=models)
+    return JSONResponse(body.model_dump(), status_code=503 if status == "unavailable" else 200)
+
+
+def models(request: Request) -> ModelsOut:
+    registry: ModelRegistry = request.app.state.registry
+    out = []
+    for state in registry.status():
+        bundle = registry.bundle(state.name)
+        info = ModelInfoOut(
+            name=state.name, default=state.default, state=state.state, error=state.error
+        )
+        if bundle is not None:
+            variant = (
+                registry.get(state.name).variant
+                if registry.is_loaded(state.name)
+                else registry.variant or bundle.default_variant
+            )
+            info.classes = bundle.num_classes
+            if bundle.num_classes <= LABELS_LISTED_UP_TO:
+                info.labels = list(bundle.labels)
+            info.version = bundle.version
+            info.variant = variant
+            info.sha256 = bundle.files[variant].sha256 if variant in bundle.files else None
+        out.append(info)
+    return ModelsOut(default=registry.default_name, models=out)
+
+
+def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.page)
+
+
+def _add_routes(app: FastAPI) -> None:
+    """The routes; ``/classify/`` is served as ``/classify`` (never a redirect to the Host header),
+    and HEAD is answered where GET is (neither in the schema)."""
+    doc = {"response_model": ClassifyOut, "responses": _ERRORS, "openapi_extra": _CLASSIFY_BODY}
+    hidden = {"include_in_schema": False}
+    post, get, head = ["POST"], ["GET"], ["HEAD"]
+    default_doc = {"summary": "Classify an image with the default model", **doc}
+    app.add_api_route("/classify", classify_default, methods=post, **default_doc)
+    app.add_api_route("/classify/", classify_default, methods=post, **hidden)
+    named_doc = {"summary": "Classify an image with a named model", **doc}
+    app.add_api_route("/classify/{model}", classify_named, methods=post, **named_doc)
+    app.add_api_route("/classify/{model}/", classify_named, methods=post, **hidden)
+    health_doc = {
+        "response_model": HealthOut,
+        "responses": {503: {"model": HealthOut, "description": "the default model failed"}},
+    }
+    app.add_api_route("/health", health, methods=get, **health_doc)
+    app.add_api_route("/models", models, methods=get, response_model=ModelsOut)
+    app.add_api_route("/", index, methods=get, **hidden)
+    for path, endpoint in (("/health", health), ("/models", models), ("/", index)):
+        app.add_api_route(path, endpoint, methods=head, **hidden)
+
+
 # ---- the app -------------------------------------------------------------------------------------
+
+
+def _resolve(
+    source: ServeSettings | ModelRegistry, settings: ServeSettings | None
+) -> tuple[ModelRegistry, ServeSettings]:
+    if isinstance(source, ModelRegistry):
+        limits = source.limits
+        return source, settings or ServeSettings(
+            max_body_bytes=limits.max_bytes,
+            max_pixels=limits.max_pixels,
+            max_decode_bytes=limits.max_decode_bytes,
+        )
+    return ModelRegistry.from_settings(source), source
 
 
 def create_app(
@@ -289,119 +324,32 @@ def create_app(
 ) -> FastAPI:
     """The API over a registry (built from settings when settings are given instead).
 
-    ``settings`` gives CORS origins, body limit and top-k when ``source`` is a registry.
+    ``settings`` gives CORS origins, limits, timeouts and top-k when ``source`` is a registry.
     """
-    if isinstance(source, ModelRegistry):
-        registry = source
-        settings = settings or ServeSettings(
-            max_body_bytes=registry.limits.max_bytes, max_pixels=registry.limits.max_pixels
-        )
-    else:
-        settings = source
-        registry = ModelRegistry.from_settings(settings)
-    page = resources.files("skyclass.serve").joinpath("static/index.html").read_text("utf-8")
-
+    registry, settings = _resolve(source, settings)
     app = FastAPI(
         title="skyclass",
         version=__version__,
         description="Image classification with ONNX Runtime: POST an image, get the probabilities.",
     )
+    app.router.redirect_slashes = False
     app.state.registry = registry
     app.state.settings = settings
+    page = resources.files("skyclass.serve").joinpath("static/index.html")
+    app.state.page = page.read_text("utf-8")
+    # At most settings.concurrency predictions run at once; of those, at most
+    # settings.max_heavy_decodes heavy images (taken first, so they never hold every slot).
+    app.state.limiter = anyio.CapacityLimiter(settings.concurrency)
+    app.state.heavy = anyio.CapacityLimiter(settings.max_heavy_decodes)
     _install_error_handlers(app)
     app.add_middleware(_CatchUnexpected)
     # Added last, so outermost: every response gets CORS headers, errors included.
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(settings.cors_origins),
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
         allow_headers=["*"],
         max_age=600,
     )
-
-    # One limiter per app: at most settings.concurrency predictions run at once.
-    limiter = anyio.CapacityLimiter(settings.concurrency)
-
-    async def classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
-        registry.require(model)  # an unknown model is a 404 before the body is read
-        data = await _image_bytes(request, settings.max_body_bytes)
-        if not data:
-            raise EmptyImage("the request body is empty; send an image")
-        predictor = await run_in_threadpool(registry.get, model)
-        n = len(predictor.labels)
-        k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
-        prediction = await anyio.to_thread.run_sync(
-            predictor.predict, data, min(k, n), limiter=limiter
-        )
-        return prediction.to_dict()
-
-    classify_doc: dict[str, Any] = {
-        "response_model": ClassifyOut,
-        "responses": _ERRORS,
-        "openapi_extra": _CLASSIFY_BODY,
-    }
-    top_k_query = Query(None, ge=1, le=1000, description="how many classes to return")
-
-    @app.post("/classify", summary="Classify an image with the default model", **classify_doc)
-    async def classify_default(request: Request, top_k: int | None = top_k_query) -> Any:
-        return await classify(request, None, top_k)
-
-    @app.post("/classify/{model}", summary="Classify an image with a named model", **classify_doc)
-    async def classify_named(request: Request, model: str, top_k: int | None = top_k_query) -> Any:
-        return await classify(request, model, top_k)
-
-    @app.get(
-        "/health",
-        response_model=HealthOut,
-        responses={503: {"model": HealthOut, "description": "the default model failed"}},
-    )
-    def health() -> JSONResponse:
-        states = registry.status()
-        failed = [s for s in states if s.state == "failed"]
-        status: Literal["ok", "degraded", "unavailable"] = "ok"
-        if failed:
-            status = "unavailable" if any(s.default for s in failed) else "degraded"
-        body = HealthOut(
-            status=status,
-            version=__version__,
-            models=[
-                ModelStateOut(
-                    name=s.name,
-                    default=s.default,
-                    state=s.state,
-                    error=s.error,
-                    load_seconds=s.load_seconds,
-                )
-                for s in states
-            ],
-        )
-        return JSONResponse(body.model_dump(), status_code=503 if status == "unavailable" else 200)
-
-    @app.get("/models", response_model=ModelsOut)
-    def models() -> ModelsOut:
-        out = []
-        for state in registry.status():
-            bundle = registry.bundle(state.name)
-            info = ModelInfoOut(
-                name=state.name, default=state.default, state=state.state, error=state.error
-            )
-            if bundle is not None:
-                variant = (
-                    registry.get(state.name).variant
-                    if registry.is_loaded(state.name)
-                    else registry.variant or bundle.default_variant
-                )
-                info.classes = bundle.num_classes
-                if bundle.num_classes <= LABELS_LISTED_UP_TO:
-                    info.labels = list(bundle.labels)
-                info.version = bundle.version
-                info.variant = variant
-                info.sha256 = bundle.files[variant].sha256 if variant in bundle.files else None
-            out.append(info)
-        return ModelsOut(default=registry.default_name, models=out)
-
-    @app.get("/", include_in_schema=False)
-    def index() -> HTMLResponse:
-        return HTMLResponse(page)
-
+    _add_routes(app)
     return app

@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
         from skyclass.core.errors import ModelUnavailable
         from skyclass.serve.app import create_app
         from skyclass.serve.registry import ModelRegistry
+        from skyclass.serve.server import uvicorn_config
         from skyclass.serve.settings import ServeSettings, SettingsError
 
         try:
@@ -116,9 +117,7 @@ def register(app: typer.Typer) -> None:
         sys.stdout.flush()
 
         logging.getLogger("skyclass").setLevel(logging.INFO)
-        config = uvicorn.Config(
-            create_app(registry, settings), log_level="warning", access_log=False
-        )
+        config = uvicorn_config(create_app(registry, settings), settings)
         uvicorn.Server(config).run(sockets=[sock])
 
     @app.command()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from skyclass.core.bundle import MANIFEST, ModelBundle, load_bundle
+from skyclass.core.bundle import MANIFEST, ModelBundle, load_bundle, model_name
 from skyclass.core.errors import ModelUnavailable
 from skyclass.core.predictor import Predictor
 from skyclass.core.preprocess import ImageLimits
@@ -59,9 +59,9 @@ class ModelSource:
         name = path.resolve().name or str(path)
         try:
             data = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-            name = str(data["name"]) or name
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # reported when the model is first asked for
+            name = model_name(data["name"])
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
+            pass  # ([], null, nested too deeply...) reported when the model is loaded
         return cls(name=name, path=path)
 
     @classmethod

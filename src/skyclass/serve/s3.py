@@ -49,8 +49,9 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
 def default_cache_dir() -> Path:
-    """``$SKYCLASS_MODEL_CACHE`` or ``/tmp/skyclass-models``."""
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
+    """``/tmp/skyclass-models``; ``SKYCLASS_MODEL_CACHE`` is read by the settings, which pass it
+    here as ``cache_dir``."""
+    return DEFAULT_CACHE_DIR
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
