@@ -25,6 +25,7 @@ BLOCK = (
     "args",
     [
         ["audit", "../shared/data/flying-objects", "--out", "{tmp}/audit"],
+        ["label-issues", "no-such.csv", "--data-root", "nowhere", "--out", "{tmp}/l"],
         ["lr-find", "--config", "configs/flying-objects.toml"],
         ["train", "--config", "configs/flying-objects.toml"],
         ["export", "runs/flying-objects", "--out", "{tmp}/m"],
@@ -48,6 +49,7 @@ def test_a_missing_extra_is_one_line_naming_it(args: list[str], tmp_path) -> Non
 def test_other_missing_modules_are_not_hidden() -> None:
     from skyclass.cli import missing_extra_message
 
-    assert missing_extra_message(ModuleNotFoundError("x", name="numpy"), ["serve"]) is None
-    message = missing_extra_message(ModuleNotFoundError("x", name="torch.nn"), ["-v", "train"])
+    assert missing_extra_message(["serve"], ModuleNotFoundError("x", name="numpy")) is None
+    assert missing_extra_message(["train"]) is None  # this environment has the extra
+    message = missing_extra_message(["-v", "train"], ModuleNotFoundError("x", name="torch.nn"))
     assert message is not None and message.startswith("skyclass train needs the training extras")
