@@ -39,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyclass.data.split_empty import PARTS, empty_message, empty_parts
+
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = PARTS
 #: A review sheet's decisions (the sheet comes from ``skyclass label-issues``).
 DECISIONS = ("keep", "exclude", "relabel")
 
@@ -99,26 +101,11 @@ class SplitResult:
 
     def empty_parts(self) -> dict[str, list[str]]:
         """class -> the parts (with a fraction > 0) where it has no image."""
-        fractions = self.config.fractions()
-        labels = sorted({r.label for rows in self.splits.values() for r in rows})
-        counts = self.counts()
-        empty: dict[str, list[str]] = {}
-        for label in labels:
-            for s in SPLITS:
-                if fractions[s] > 0 and not counts[s].get(label):
-                    empty.setdefault(label, []).append(s)
-        return empty
+        return empty_parts(self.counts(), self.config.fractions())
 
     def empty_message(self) -> str:
         """One line naming each class left empty somewhere, with its counts per part."""
-        counts = self.counts()
-        parts = [
-            f"{label} has 0 {'/'.join(where)} images ("
-            + ", ".join(f"{s} {counts[s].get(label, 0)}" for s in SPLITS)
-            + ")"
-            for label, where in self.empty_parts().items()
-        ]
-        return "; ".join(parts)
+        return empty_message(self.counts(), self.empty_parts())
 
     def summary(self) -> dict[str, Any]:
         labels = sorted({r.label for rows in self.splits.values() for r in rows})
