@@ -23,6 +23,8 @@ KEEP_FLOAT = ("LogSoftmax", "Softmax")
 #: carries through every later layer. Measured on the flagship at 288 px (235 test photos):
 #: int8 vs fp32 top-1 agreement 98.30% with them quantized, 99.15% without, for +1 KB.
 FLOAT_CONVS = 3
+#: The last Conv/Gemm nodes kept in float (0: all quantized); see scripts/measure_int8.py.
+FLOAT_TAIL = 0
 
 
 @contextlib.contextmanager
@@ -50,12 +52,14 @@ def quantize_int8(
     batch_size: int = 16,
     method: str = "minmax",
     float_convs: int = FLOAT_CONVS,
+    float_tail: int = FLOAT_TAIL,
 ) -> None:
     """Write a QDQ int8 model of ``fp32_path`` to ``out_path``, calibrated on ``calibration``.
 
     ``calibration``: (N,3,H,W) float32, the model's real inputs. ``quant_pre_process`` (shape
     inference and graph optimisation) runs first, as ONNX Runtime recommends. The first
-    ``float_convs`` Conv nodes, in graph order, and the softmax stay in float.
+    ``float_convs`` Conv nodes and the last ``float_tail`` Conv/Gemm nodes, in graph order, and the
+    softmax stay in float.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -100,6 +104,9 @@ def quantize_int8(
         keep_float = [n.name for n in pre_model.graph.node if n.op_type in KEEP_FLOAT]
         convs = [n.name for n in pre_model.graph.node if n.op_type == "Conv"]
         keep_float += convs[:float_convs]
+        if float_tail:
+            layers = [n.name for n in pre_model.graph.node if n.op_type in ("Conv", "Gemm")]
+            keep_float += layers[-float_tail:]
         quantize_static(
             str(pre),
             str(out_path),
