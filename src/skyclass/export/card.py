@@ -15,8 +15,11 @@ from string import Template
 from typing import Any
 
 from skyclass.core.bundle import ModelBundle
+from skyclass.export.config import ParityBounds
 from skyclass.export.images import ImageRow
 from skyclass.export.parity import ParityReport, parity_rows
+
+DEFAULT_AGREEMENT = ParityBounds().min_int8_agreement
 
 TEMPLATE = Template(
     """# Model card: $name $version
@@ -220,11 +223,12 @@ def _parity_result(c: CardInputs) -> str:
             f"({'; '.join(p.int8_failures)}). The int8 rows above are its measurement.\n"
         )
     lines = ["Result: all bounds met." if p.passed else "FAILED: " + "; ".join(p.failures), ""]
-    if status == "kept" and p.bounds.min_int8_agreement < 0.95:
+    if status == "kept" and p.bounds.min_int8_agreement < DEFAULT_AGREEMENT:
         lines += [
             f"The int8 agreement bound was lowered to {p.bounds.min_int8_agreement:.0%} for this "
-            "export (`--min-int8-agreement`): on photos unlike its training data the top answer "
-            "of a many-class model is often a near-tie, which int8 rounding can swap. Where fp32 "
+            f"export (default {DEFAULT_AGREEMENT:.0%}, `--min-int8-agreement`): on photos unlike "
+            "its training data the top answer of a many-class model is often a near-tie, which "
+            "int8 rounding can swap. Where fp32 "
             f"is confident (p >= 0.5) int8 agrees on {_pct(p.int8_top1_agreement_confident)} of "
             f"{p.int8_n_confident} images, and the fp32 answer is in int8's top-5 for "
             f"{_pct(p.int8_fp32_top1_in_top5)}.",
