@@ -31,6 +31,8 @@ VARIANTS = (
     ("300 calib + float head (last conv + linear)", 300, 3, 2, "minmax"),
     ("1000 calib + float head", 1000, 3, 2, "minmax"),
     ("300 calib, percentile", 300, 3, 0, "percentile"),
+    ("300 calib + float linear", 300, 3, 1, "minmax"),
+    ("1000 calib + float linear", 1000, 3, 1, "minmax"),
 )
 
 
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--out-of-scope", type=Path, default=Path("../shared/data/out-of-scope"))
     ap.add_argument("--oos-size", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--only", default="", help="Measure only variants whose name contains this.")
     args = ap.parse_args()
 
     bundle = load_bundle(args.model)
@@ -63,12 +66,13 @@ def main() -> None:
         "test": onnx_probabilities(fp32, test.tensors),
         "oos": onnx_probabilities(fp32, oos.tensors),
     }
+    variants = [v for v in VARIANTS if args.only in v[0]]
     calib = {
         n: load_images(sample_rows(train, n, 0), bundle.preprocess).tensors
-        for n in {v[1] for v in VARIANTS}
+        for n in {v[1] for v in variants}
     }
     results = []
-    for name, n_calib, head, tail, method in VARIANTS:
+    for name, n_calib, head, tail, method in variants:
         with tempfile.TemporaryDirectory(prefix="skyclass-int8-") as tmp:
             path = Path(tmp) / "model.int8.onnx"
             t = time.perf_counter()
