@@ -24,13 +24,14 @@ from skyclass.export.images import load_images, read_manifest, sample_rows, scan
 from skyclass.export.parity import onnx_probabilities, wilson_interval
 from skyclass.export.quantize import quantize_int8
 
-#: (name, calibration images, float convs at the start, float Conv/Gemm at the end, method)
+#: (name, calibration images, float convs at the start, float Conv/Gemm at the end, method).
+#: Not here: "percentile" calibration of 300 images at 288 px grew to 19 GB RSS and was killed by
+#: the OOM killer on a 23 GB machine (ONNX Runtime keeps every activation's histogram samples).
 VARIANTS = (
     ("shipped rule: 300 calib, 3 float convs", 300, 3, 0, "minmax"),
     ("1000 calib", 1000, 3, 0, "minmax"),
     ("300 calib + float head (last conv + linear)", 300, 3, 2, "minmax"),
     ("1000 calib + float head", 1000, 3, 2, "minmax"),
-    ("300 calib, percentile", 300, 3, 0, "percentile"),
     ("300 calib + float linear", 300, 3, 1, "minmax"),
     ("1000 calib + float linear", 1000, 3, 1, "minmax"),
 )
