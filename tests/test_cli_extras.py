@@ -46,6 +46,18 @@ def test_a_missing_extra_is_one_line_naming_it(args: list[str], tmp_path) -> Non
     assert list(tmp_path.iterdir()) == []
 
 
+def test_help_still_works_without_the_extra() -> None:
+    code = (
+        BLOCK
+        + "sys.argv = ['skyclass', 'train', '--help']\nfrom skyclass.cli import main\nmain()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--config" in proc.stdout
+
+
 def test_other_missing_modules_are_not_hidden() -> None:
     from skyclass.cli import missing_extra_message
 

@@ -52,7 +52,7 @@ def missing_extra_message(argv: list[str], exc: ModuleNotFoundError | None = Non
     if exc is not None:
         missing = (exc.name or "").split(".")[0]
         missing = missing if missing in TRAIN_EXTRA_MODULES else ""
-    elif command in TRAIN_COMMANDS:
+    elif command in TRAIN_COMMANDS and "--help" not in argv:
         missing = next((m for m in TRAIN_EXTRA_MODULES if not _installed(m)), "")
     else:
         missing = ""
