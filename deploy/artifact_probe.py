@@ -90,7 +90,7 @@ def main() -> None:
     with open(image_path, "rb") as fh:
         body = multipart(fh.read())
     ctype = f"multipart/form-data; boundary={BOUNDARY}"
-    from skyclass.serve.handler import classify_image
+    from skyclass.serve.lambda_entry import classify_image
     from skyclass.serve.lambda_context import LocalContext
 
     def context() -> LocalContext:

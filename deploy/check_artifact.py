@@ -6,9 +6,10 @@ Unzips into a temp dir; prints zipped and unzipped sizes (total, per top-level e
 folder); fails if zipped >= 50 MB, unzipped >= 150 MB or torch/torchvision/albumentations/cv2 is
 inside; then, in a clean interpreter (``-I -S``: no site-packages, no PYTHONPATH, only the unzipped
 dir on sys.path, cwd = the unzipped dir like /var/task) with the function's environment from the
-CloudFormation template, imports ``skyclass.serve.handler`` and answers a real API Gateway REST (v1)
-and HTTP API (v2) event with a base64 multipart JPEG, plus an empty body (a 4xx with CORS headers).
-Prints cold start (fresh process to first answer), warm latency and peak RSS. Exit 1 on any failure.
+CloudFormation template, imports ``skyclass.serve.lambda_entry`` (the function's handler) and
+answers a real API Gateway REST (v1) and HTTP API (v2) event with a base64 multipart JPEG, plus
+an empty body (a 4xx with CORS headers). Prints cold start (fresh process to first answer), warm
+latency and peak RSS. Exit 1 on any failure.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ DEFAULT_IMAGE = SHARED / "data" / "flying-objects" / "flying_birds"
 ZIPPED_LIMIT = 50 * 1000 * 1000  # Lambda's direct-upload limit is 50 MB
 UNZIPPED_LIMIT = 150 * 1000 * 1000  # our target; Lambda's hard limit is 250 MB
 FORBIDDEN = ("torch", "torchvision", "albumentations", "cv2", "boto3", "botocore", "sympy")
-HANDLER = "skyclass.serve.handler"
+HANDLER = "skyclass.serve.lambda_entry"  # serverless.yml: functions.classify.handler
 
 PROBE = HERE / "artifact_probe.py"  # runs in the clean interpreter
 

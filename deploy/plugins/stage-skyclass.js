@@ -2,7 +2,8 @@
 // Stages what the artifact carries next to serverless.yml (the framework only packages files below
 // its own folder): the skyclass package source (serve code only) and the chosen model folders from
 // ../models. Runs before packaging, deploying a function, and serverless-offline; prints sizes.
-// It also sets SKYCLASS_MODELS from custom.skyclass.models so the two cannot disagree.
+// It also sets SKYCLASS_MODELS from custom.skyclass.models so the two cannot disagree, and, for
+// serverless-offline, picks the project's Python environment (see usePythonEnv).
 const fs = require('node:fs');
 const path = require('node:path');
 
@@ -26,8 +27,8 @@ class StageSkyclass {
       initialize: () => this.setEnvironment(),
       'before:package:createDeploymentArtifacts': stage,
       'before:deploy:function:packageFunction': stage,
-      'before:offline:start': stage,
-      'before:offline:start:init': stage,
+      'before:offline:start': () => this.offline(),
+      'before:offline:start:init': () => this.offline(),
     };
   }
 
@@ -50,6 +51,40 @@ class StageSkyclass {
     const env = (this.serverless.service.provider.environment ||= {});
     if (models.length && !env.SKYCLASS_MODELS) {
       env.SKYCLASS_MODELS = models.map((m) => `models/${m}`).join(',');
+    }
+  }
+
+  offline() {
+    this.usePythonEnv();
+    this.stage();
+  }
+
+  // serverless-offline runs the handler with `python3` from PATH, after prepending
+  // $VIRTUAL_ENV/bin when VIRTUAL_ENV is set. Without this, a plain `npm run offline` found the
+  // system python3.11, which has no mangum, and every request hung 15 s to a 504. An active venv
+  // wins; else the project's ../.venv (scripts/serve.sh or scripts/test.sh make it).
+  // The staged copy (what the artifact carries) comes first on the handler's sys.path, before an
+  // installed skyclass (serverless-offline only appends '.'), so offline runs what Lambda runs.
+  usePythonEnv() {
+    if (this.pythonChosen) return;
+    this.pythonChosen = true;
+    const { servicePath } = this.settings();
+    const extra = process.env.PYTHONPATH ? [process.env.PYTHONPATH] : [];
+    process.env.PYTHONPATH = [servicePath, ...extra].join(path.delimiter);
+    if (process.env.VIRTUAL_ENV) {
+      this.log.notice(`skyclass: handler Python from the active venv ${process.env.VIRTUAL_ENV}`);
+      return;
+    }
+    const { repo } = this.settings();
+    const venv = path.join(repo, '.venv');
+    if (fs.existsSync(path.join(venv, 'bin', 'python3'))) {
+      process.env.VIRTUAL_ENV = venv;
+      this.log.notice(`skyclass: handler Python from ${venv}`);
+    } else {
+      this.log.warning(
+        `skyclass: no ${venv}: run "bash scripts/serve.sh" once (it makes it) or activate a venv ` +
+          'with "pip install -e ." before "npm run offline"; the handler answers 502 without it',
+      );
     }
   }
 

@@ -53,7 +53,11 @@ def test_same_seed_same_split_other_seed_other_split():
 
 
 def test_source_groups_hold_out_whole_sources_per_class():
-    result = make_split(SplitConfig(CLEAN, seed=0, groups=SOURCES, group_column="source_repo"))
+    # whole sources per class leave small_quadcopters without val photos: allowed here, on purpose
+    config = SplitConfig(
+        CLEAN, seed=0, groups=SOURCES, group_column="source_repo", allow_empty=True
+    )
+    result = make_split(config)
     summary = result.summary()
     assert summary["rows_without_metadata_group"] == 0
     impure = 0
@@ -88,7 +92,8 @@ def test_committed_splits_match_a_fresh_run(tmp_path):
         ("splits-by-source-reviewed", SOURCES, REVIEW),
     ):
         out = tmp_path / name
-        result = make_split(SplitConfig(CLEAN, seed=0, groups=groups, review=review))
+        config = SplitConfig(CLEAN, seed=0, groups=groups, review=review, allow_empty=True)
+        result = make_split(config)
         write_split(result, out, prefixes=("ifo_",))
         for f in ("train.csv", "val.csv", "test.csv", "test-ifo.csv"):
             committed = REPO_ROOT / "docs" / "data" / name / f
@@ -187,3 +192,38 @@ def test_the_committed_review_decided_every_suspect():
         rows = list(csv.DictReader(fh))
     assert rows and all(r["decision"] in ("keep", "exclude", "relabel") for r in rows)
     assert all(r["note"].strip() for r in rows)
+
+
+def test_a_class_left_empty_in_a_part_is_an_error_with_the_counts():
+    """Whole sources per class leave small_quadcopters with no val photo on the shared set."""
+    with pytest.raises(SplitInputError) as info:
+        make_split(SplitConfig(CLEAN, seed=0, groups=SOURCES))
+    message = str(info.value)
+    assert "small_quadcopters has 0 val images (train 329, val 0, test 100)" in message
+    assert "--allow-empty" in message
+    allowed = make_split(SplitConfig(CLEAN, seed=0, groups=SOURCES, allow_empty=True))
+    assert allowed.empty_parts() == {"small_quadcopters": ["val"]}
+    assert allowed.summary()["empty_parts"] == {"small_quadcopters": ["val"]}
+    # a part asked to be empty (--val 0) is not a class left empty
+    assert make_split(SplitConfig(CLEAN, val=0.0, seed=0)).empty_parts() == {}
+
+
+def test_split_cli_refuses_then_marks_an_empty_class(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from skyclass.cli import build_app
+
+    args = ["split", str(CLEAN), "--groups", str(SOURCES), "--group-column", "source_repo"]
+    refused = CliRunner().invoke(build_app(), [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2
+    lines = [line for line in refused.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: empty class"), refused.output
+    assert not (tmp_path / "a").exists()
+    allowed = CliRunner().invoke(
+        build_app(), [*args, "--out", str(tmp_path / "b"), "--allow-empty"]
+    )
+    assert allowed.exit_code == 0, allowed.output
+    assert "0 (empty)" in allowed.output
+    assert "warning: empty class in a split: small_quadcopters has 0 val images" in allowed.output
+    with (tmp_path / "b" / "val.csv").open(encoding="utf-8") as fh:
+        assert "small_quadcopters" not in {r["label"] for r in csv.DictReader(fh)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,26 +113,16 @@ def test_checker_fails_on_a_bad_artifact(tmp_path: Path, artifact: Path):
     assert "handler failed in a clean interpreter" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def offline(node_modules: Path) -> Iterator[str]:
-    """serverless-offline on 127.0.0.1 (free ports) running the real handler; stopped at the end."""
+@contextlib.contextmanager
+def run_offline(command: list[str], env: dict[str, str], name: str) -> Iterator[str]:
+    """serverless-offline started by ``command`` (+ free ports) in deploy/, until /health answers
+    (any status: a handler that cannot start answers 502); stopped at the end."""
     http_port, lambda_port = free_port(), free_port()
-    log = open(DEPLOY / ".serverless-offline-test.log", "w")  # noqa: SIM115 - closed below
+    log = open(DEPLOY / f".serverless-offline-{name}.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [
-            "npx",
-            "serverless",
-            "offline",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--httpPort",
-            str(http_port),
-            "--lambdaPort",
-            str(lambda_port),
-        ],
+        [*command, "--httpPort", str(http_port), "--lambdaPort", str(lambda_port)],
         cwd=DEPLOY,
-        env=clean_env(),
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -144,6 +135,8 @@ def offline(node_modules: Path) -> Iterator[str]:
                 with urllib.request.urlopen(f"{base}/health", timeout=30) as response:
                     if response.status == 200:
                         break
+            except urllib.error.HTTPError:
+                break  # it answered: the handler runs (and says why it cannot)
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -161,6 +154,58 @@ def offline(node_modules: Path) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def offline(node_modules: Path) -> Iterator[str]:
+    """serverless-offline on 127.0.0.1 (free ports) running the real handler; stopped at the end."""
+    command = ["npx", "serverless", "offline", "start", "--host", "127.0.0.1"]
+    with run_offline(command, clean_env(), "test") as base:
+        yield base
+
+
+def documented_env(**extra: str) -> dict[str, str]:
+    """A shell as a newcomer has it: no venv active or on PATH, no AWS settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.pop("VIRTUAL_ENV", None)
+    env.pop("PYTHONPATH", None)
+    paths = env.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in paths if not p.rstrip("/").endswith(".venv/bin"))
+    env.update(SLS_TELEMETRY_DISABLED="1", SLS_NOTIFICATIONS_MODE="off", **extra)
+    return env
+
+
+def test_npm_run_offline_as_documented_answers_multipart(node_modules: Path):
+    """`npm run offline` from a plain shell finds the project's .venv itself (issue 18: the system
+    python3.11 without mangum made every request a 504 after 15 s)."""
+    assert (VENV_BIN / "python3").exists(), "the project's .venv (scripts/test.sh makes it)"
+    photo = shared_images("winged_drones", 1)[0]
+    body, ctype = multipart("file", photo.name, photo.read_bytes())
+    with run_offline(["npm", "run", "offline", "--"], documented_env(), "npm") as base:
+        status, _headers, answer = post(f"{base}/classify", body, ctype)
+    assert status == 200, answer
+    assert answer["model"]["name"] == "flying-objects" and "label" in answer
+    assert "skyclass: handler Python from" in (DEPLOY / ".serverless-offline-npm.log").read_text()
+
+
+def test_a_handler_that_cannot_start_answers_502_with_the_reason(
+    node_modules: Path, tmp_path: Path
+):
+    """A Python without skyclass's dependencies: a 502 JSON naming the missing module, at once."""
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    env = documented_env(VIRTUAL_ENV=str(bare))
+    photo = shared_images("flying_birds", 1)[0]
+    body, ctype = multipart("file", photo.name, photo.read_bytes())
+    with run_offline(["npm", "run", "offline", "--"], env, "bare") as base:
+        started = time.monotonic()
+        status, headers, answer = post(f"{base}/classify", body, ctype)
+        seconds = time.monotonic() - started
+    assert status == 502, answer
+    assert answer["code"] == "handler_unavailable"
+    assert "No module named" in answer["error"]
+    assert headers.get("access-control-allow-origin") in ("*", "https://example.org")
+    assert seconds < 14  # not the 15 s Lambda timeout
 
 
 def post(url: str, body: bytes, content_type: str) -> tuple[int, dict[str, str], dict]:

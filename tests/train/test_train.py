@@ -330,8 +330,21 @@ def test_evaluate_command_writes_reports(manifests: dict[str, Path], tmp_path: P
         ps = [float(r[f"p_{c}"]) for c in CLASSES]
         assert abs(sum(ps) - 1) < 1e-4 and float(r["confidence"]) == max(ps)
         assert r["predicted"] == CLASSES[ps.index(max(ps))]
-    res = runner.invoke(build_app(), args)
-    assert res.exit_code == 2 and "--force" in res.output
+    # The README's sequence: evaluate right after train on a manifest train already reported on
+    # replaces that report (same images, same checkpoint), atomically.
+    before = (run / "reports" / "val" / "metrics.json").read_text()
+    again = ["evaluate", str(run), str(manifests["val"]), "--no-progress"]
+    res = runner.invoke(build_app(), again)
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "reports" / "val" / "metrics.json").read_text()) == json.loads(before)
+    assert sorted(p.name for p in (run / "reports").iterdir() if p.name.startswith(".")) == []
+    # Another manifest of the same stem (other images) does not replace it without --force.
+    other = tmp_path / "other" / "train.csv"
+    other.parent.mkdir()
+    other.write_text(manifests["val"].read_text())
+    res = runner.invoke(build_app(), ["evaluate", str(run), str(other), "--no-progress"])
+    assert res.exit_code == 2 and "--force" in res.output and "other images" in res.output
+    assert json.loads((out / "metrics.json").read_text()) == m
 
 
 @pytest.mark.parametrize("balance", ["", 'source_balance = 0.5\nsources = "{sources}"\n'])

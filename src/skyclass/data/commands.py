@@ -99,6 +99,9 @@ def split(
     review: Path | None = typer.Option(
         None, help="Filled-in label review sheet (from label-issues): exclude/relabel its files."
     ),
+    allow_empty: bool = typer.Option(
+        False, "--allow-empty", help="Write a split that leaves a class empty in a part (warns)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Stratified, group-aware split: near duplicates and metadata groups stay on one side."""
@@ -110,7 +113,9 @@ def split(
 
     try:
         check_output(out, force)
-        config = SplitConfig(manifest, val, test, seed, groups, group_column, review)
+        config = SplitConfig(
+            manifest, val, test, seed, groups, group_column, review, allow_empty=allow_empty
+        )
         result = make_split(config)
         write_split(result, out, force=force, prefixes=tuple(subset_prefix))
     except (SplitInputError, OutputExists) as exc:
@@ -122,8 +127,17 @@ def split(
     table.add_column("class")
     for s in SPLITS:
         table.add_column(s, justify="right")
+    empty = summary["empty_parts"]
     for label in summary["labels"]:
-        table.add_row(label, *(str(summary["splits"][s]["per_class"][label]) for s in SPLITS))
+        table.add_row(
+            label,
+            *(
+                "[red]0 (empty)[/red]"
+                if s in empty.get(label, ())
+                else str(summary["splits"][s]["per_class"][label])
+                for s in SPLITS
+            ),
+        )
     table.add_row("[b]all[/b]", *(str(summary["splits"][s]["n"]) for s in SPLITS))
     table.add_row("groups", *(str(summary["splits"][s]["groups"]) for s in SPLITS))
     console = Console()
@@ -136,6 +150,8 @@ def split(
         for key, c in summary["per_source"].items():
             src.add_row(key, *(str(c[s]) for s in SPLITS))
         console.print(src)
+    if empty:
+        typer.echo(f"warning: empty class in a split: {result.empty_message()}", err=True)
     if result.dropped:
         console.print(f"left out {result.dropped} manifest rows whose status is not 'use'")
     if review is not None:

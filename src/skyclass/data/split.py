@@ -39,12 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skyclass.data.split_empty import PARTS, empty_message, empty_parts
 from skyclass.data.union_find import UnionFind
 from skyclass.reporting.cells import from_spreadsheet_safe, spreadsheet_safe
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+SPLITS = PARTS
 #: A review sheet's decisions (the sheet comes from ``skyclass label-issues``).
 DECISIONS = ("keep", "exclude", "relabel")
 
@@ -64,6 +65,9 @@ class SplitConfig:
     groups: Path | None = None  # CSV/TSV with a path (or class + file) column and group_column
     group_column: str = "source_repo"
     review: Path | None = None  # a filled-in label review sheet (skyclass label-issues)
+    #: A class with no image in a part (train, or val/test when their fraction is > 0) is an error
+    #: unless this is set; then it is a warning (the counts are in the summary either way).
+    allow_empty: bool = False
 
     def __post_init__(self) -> None:
         if not (0 <= self.val < 1 and 0 <= self.test < 1 and self.val + self.test < 1):
@@ -96,6 +100,14 @@ class SplitResult:
             s: dict(sorted(Counter(r.label for r in rows).items()))
             for s, rows in self.splits.items()
         }
+
+    def empty_parts(self) -> dict[str, list[str]]:
+        """class -> the parts (with a fraction > 0) where it has no image."""
+        return empty_parts(self.counts(), self.config.fractions())
+
+    def empty_message(self) -> str:
+        """One line naming each class left empty somewhere, with its counts per part."""
+        return empty_message(self.counts(), self.empty_parts())
 
     def summary(self) -> dict[str, Any]:
         labels = sorted({r.label for rows in self.splits.values() for r in rows})
@@ -134,6 +146,7 @@ class SplitResult:
             "splits": per_split,
             "per_source": dict(sorted(sources.items())),
             "groups_with_several_files": dict(sorted(multi.items())),
+            "empty_parts": self.empty_parts(),
         }
 
 
@@ -357,7 +370,7 @@ def make_split(config: SplitConfig) -> SplitResult:
         splits[where[i]].append(Row(r["path"], label, group_id[i], source_of.get(r["path"])))
     if moved:
         log.info("%d files moved to the side of their duplicates", moved)
-    return SplitResult(
+    result = SplitResult(
         config=config,
         splits={s: tuple(sorted(v, key=lambda x: x.path)) for s, v in splits.items()},
         dropped=dropped,
@@ -367,6 +380,21 @@ def make_split(config: SplitConfig) -> SplitResult:
             d: tuple(sorted(p for p, (dd, _) in decisions.items() if dd == d)) for d in DECISIONS
         },
     )
+    return _check_empty(result)
+
+
+def _check_empty(result: SplitResult) -> SplitResult:
+    """Refuse a split that leaves a class empty in a part (a warning with ``allow_empty``)."""
+    if not result.empty_parts():
+        return result
+    message = result.empty_message()
+    if not result.config.allow_empty:
+        raise SplitInputError(
+            f"empty class in a split: {message}; try another --seed, other --val/--test "
+            "fractions or groups, or pass --allow-empty to write it anyway"
+        )
+    log.warning("empty class in a split (--allow-empty): %s", message)
+    return result
 
 
 def manifest_text(rows: Sequence[Row], with_source: bool) -> str:

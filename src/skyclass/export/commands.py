@@ -43,19 +43,31 @@ def export(
     card_notes: Path = typer.Option(
         None, help="A markdown file the card carries as its 'Notes' section (other protocols...)."
     ),
-    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write model.int8.onnx."),
+    int8: bool = typer.Option(
+        True,
+        "--int8/--no-int8",
+        help="Also measure int8 and write model.int8.onnx if it meets its bounds.",
+    ),
+    require_int8: bool = typer.Option(
+        False, "--require-int8", help="Fail, writing nothing, if int8 misses its bounds."
+    ),
     top_k: int = typer.Option(None, help="top_k in model.json [default: all if <= 10, else 5]."),
     min_int8_agreement: float = typer.Option(
-        0.99, help="Bound: int8 vs fp32 top-1 agreement (fraction)."
+        0.95,
+        help="Bound on the lower end of the 95% Wilson interval of int8 vs fp32 top-1 "
+        "agreement (fraction): few images need a higher agreement to pass.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
 ) -> None:
     """Export a trained run (or pretrained ImageNet weights) to a model folder: ONNX fp32 + int8,
-    parity.json, MODEL_CARD.md and model.json. Exits non-zero, writing nothing, if parity fails."""
+    parity.json, MODEL_CARD.md and model.json. Exits non-zero, writing nothing, if fp32 parity
+    fails; int8 that misses its bounds is left out of the folder (and said so) unless
+    --require-int8."""
     from rich.console import Console
     from rich.table import Table
 
     from skyclass.export.config import ExportConfig, ExportError, ParityBounds
+    from skyclass.export.pipeline import ParityError, int8_left_out_message, run_export
 
     err = Console(stderr=True, soft_wrap=True)
     try:
@@ -75,12 +87,11 @@ def export(
             ood_images=tuple(str(p) for p in ood_image or ()),
             card_notes=str(card_notes) if card_notes else None,
             int8=int8,
+            require_int8=require_int8,
             force=force,
             top_k=top_k,
             bounds=ParityBounds(min_int8_agreement=min_int8_agreement),
         )
-        from skyclass.export.pipeline import ParityError, run_export
-
         with err.status("exporting..."):
             result = run_export(config)
     except ParityError as exc:
@@ -95,6 +106,8 @@ def export(
     for variant, f in result.bundle.files.items():
         console.print(f"{variant}: {result.out / f.path} {f.bytes:,} B sha256 {f.sha256}")
     console.print(f"wrote {result.out} in {result.seconds['total']:.1f} s")
+    if result.int8.get("status") == "left_out":
+        err.print(f"[yellow]note:[/yellow] {int8_left_out_message(result.int8)}", highlight=False)
 
 
 def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:

@@ -71,14 +71,20 @@ def default_model_dir(cwd: Path | None = None, package_dir: Path | None = None) 
     """Where ``models/flying-objects`` is when no model folder is given.
 
     Looked for, in order: under the current directory (a clone), beside the package's parent
-    (a Lambda artifact: ``/var/task/skyclass`` and ``/var/task/models``), and two levels up from the
-    package (an editable install: ``REPO/src/skyclass`` and ``REPO/models``). The first that holds a
-    ``model.json`` wins; when none does, the first candidate is returned so that the error names it.
+    (a Lambda artifact: ``/var/task/skyclass`` and ``/var/task/models``), two levels up from the
+    package (an editable install: ``REPO/src/skyclass`` and ``REPO/models``), and inside the
+    package (a wheel: ``skyclass/models``, see setup.py). The first that holds a ``model.json``
+    wins; when none does, the first candidate is returned so that the error names it.
     """
     cwd = Path.cwd() if cwd is None else cwd
     package_dir = Path(__file__).resolve().parents[1] if package_dir is None else package_dir
     relative = Path("models") / DEFAULT_MODEL_NAME
-    candidates = [cwd / relative, package_dir.parent / relative, package_dir.parents[1] / relative]
+    candidates = [
+        cwd / relative,
+        package_dir.parent / relative,
+        package_dir.parents[1] / relative,
+        package_dir / relative,
+    ]
     for candidate in candidates:
         if (candidate / MANIFEST).is_file():
             return candidate

@@ -577,18 +577,28 @@ def evaluate_manifest(
     import torch
 
     from skyclass.model import load_trained
+    from skyclass.outputs import atomic_dir
     from skyclass.train.loop import evaluate
-    from skyclass.train.reports import write_eval_reports
+    from skyclass.train.reports import same_images_as, write_eval_reports
 
     ckpt_path, reports = resolve_checkpoint(target)
     manifest_path = Path(manifest_path)
     out = Path(out_dir) if out_dir else reports / manifest_path.stem
-    if out.exists() and any(out.iterdir()) and not force:
+    if out_dir and out.exists() and any(out.iterdir()) and not force:
         raise RunExists(f"reports dir {out} exists; use --force to overwrite")
     model, ckpt = load_trained(ckpt_path)
     names = list(ckpt["class_names"])
     root = Path(data_root) if data_root else Path(ckpt.get("data", {}).get("root") or ".")
     manifest = read_manifest(manifest_path, root, names)
+    # The run's own reports/<stem> (train writes one per split) is replaced when it reports on
+    # the same images: re-evaluating is idempotent. Another manifest of that stem needs --force.
+    own = [names[t] for t in manifest.targets(names)]
+    stale = out.exists() and any(out.iterdir())
+    if stale and not force and not same_images_as(out, manifest.files(), own):
+        raise RunExists(
+            f"reports dir {out} holds a report of other images (another {out.name}.csv?); "
+            "use --out DIR, or --force to replace it"
+        )
     pre = PreprocessConfig.from_dict(ckpt["preprocess"])
     config = ckpt.get("config") or {}
     torch.set_num_threads(int(config.get("num_threads", 2)))
@@ -604,14 +614,16 @@ def evaluate_manifest(
     ds = ImageDataset(imgs, manifest.targets(names), build_test_transform(pre))
     from torch.utils.data import DataLoader
 
-    loader = DataLoader(_as_dataset(ds), batch_size=batch_size)
-    res = evaluate(model, loader, desc="eval", progress=progress)
-    metrics = write_eval_reports(
-        out,
-        files=manifest.files(),
-        targets=res.targets.tolist(),
-        probs=res.probs,
-        labels=names,
-        title=f"{ckpt_path.parent.parent.name} on {manifest_path.name}",
+    res = evaluate(
+        model, DataLoader(_as_dataset(ds), batch_size=batch_size), desc="eval", progress=progress
     )
+    with atomic_dir(out, force=True) as tmp:  # replaces a stale report in one rename
+        metrics = write_eval_reports(
+            tmp,
+            files=manifest.files(),
+            targets=res.targets.tolist(),
+            probs=res.probs,
+            labels=names,
+            title=f"{ckpt_path.parent.parent.name} on {manifest_path.name}",
+        )
     return metrics, out

@@ -131,6 +131,17 @@ def write_predictions(
     return write_text_atomic(path, buf.getvalue())
 
 
+def same_images_as(report_dir: Path, files: Sequence[Path], labels: Sequence[str]) -> bool:
+    """Whether ``report_dir`` holds a report of exactly these images with these labels, in this
+    order (its predictions.csv, as :func:`write_predictions` writes it): the same manifest."""
+    try:
+        with (report_dir / "predictions.csv").open(newline="", encoding="utf-8") as fh:
+            rows = [(r["file"], r["label"]) for r in csv.DictReader(fh)]
+    except (OSError, KeyError, csv.Error, UnicodeDecodeError):
+        return False
+    return rows == [(str(f), label) for f, label in zip(files, labels, strict=True)]
+
+
 def write_eval_reports(
     out_dir: Path,
     *,
