@@ -15,12 +15,14 @@ Nothing a request names (a model name, a field, a file name) is ever opened as a
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -32,7 +34,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from skyclass import __version__
 from skyclass.core.errors import EmptyImage, ImageError, ModelUnavailable
-from skyclass.serve.registry import ModelRegistry, UnknownModel
+from skyclass.core.explain import CannotExplain
+from skyclass.serve.registry import ModelRegistry, UnknownModel, public_reason
 from skyclass.serve.settings import ALL_CLASSES_UP_TO, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -69,13 +72,41 @@ class ModelRefOut(BaseModel):
     variant: str
 
 
+class ScopeOut(BaseModel):
+    score: float = Field(description="higher = more like the model's training photos")
+    threshold: float = Field(description="photos scoring below it are out of scope")
+    method: str = Field(description="how the score is computed (msp, energy, mahalanobis, ...)")
+
+
+class PeakOut(BaseModel):
+    x: float = Field(ge=0, le=1, description="fraction of the width")
+    y: float = Field(ge=0, le=1, description="fraction of the height")
+
+
+class ExplanationOut(BaseModel):
+    label: str = Field(description="the class whose activation map is shown")
+    method: str = Field(description="cam: the head's weights over the last feature map")
+    png_base64: str = Field(description="PNG of the map blended over the photo, base64")
+    width: int
+    height: int
+    peak: PeakOut = Field(description="where the map is highest")
+
+
 class ClassifyOut(BaseModel):
-    label: str = Field(description="the most likely class")
+    label: str | None = Field(
+        description="the most likely class; null when the photo is judged out of scope"
+    )
     confidence: float = Field(ge=0, le=1)
     probabilities: dict[str, float] = Field(
         description="all classes for models with up to 10, else the top-k, best first"
     )
     model: ModelRefOut
+    in_scope: bool | None = Field(
+        None, description="present when the model has a scope and rejection is on"
+    )
+    top_guess: str | None = Field(None, description="the most likely class, even out of scope")
+    scope: ScopeOut | None = None
+    explanation: ExplanationOut | None = Field(None, description="with ?explain=true")
 
 
 class ModelStateOut(BaseModel):
@@ -84,6 +115,9 @@ class ModelStateOut(BaseModel):
     state: Literal["not_loaded", "loaded", "failed"]
     error: str | None = None
     load_seconds: float | None = None
+    scope: str | None = Field(
+        None, description="once loaded: 'on (METHOD)', or 'off: WHY' (served without a scope)"
+    )
 
 
 class HealthOut(BaseModel):
@@ -102,6 +136,8 @@ class ModelInfoOut(BaseModel):
     sha256: str | None = None
     variant: str | None = None
     error: str | None = None
+    scope: str | None = Field(None, description="once loaded: 'on (METHOD)' or 'off: WHY'")
+    explain: bool | None = Field(None, description="once loaded: whether ?explain=true works")
 
 
 class ModelsOut(BaseModel):
@@ -258,7 +294,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def known_error(request: Request, exc: Exception) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc))  # type: ignore[attr-defined]
 
-    for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable):
+    for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable, CannotExplain):
         app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(StarletteHTTPException)
@@ -282,6 +318,30 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 # ---- the app -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Options:
+    """Query options of /classify beyond top_k."""
+
+    reject: bool | None = Query(
+        None,
+        description="judge the photo's scope (default: SKYCLASS_REJECT_OUT_OF_SCOPE, on); "
+        "false gives the raw answer, as before scopes existed",
+    )
+    explain: bool = Query(
+        False, description="add a class activation map overlay (PNG, base64) to the answer"
+    )
+
+
+def _scope_state(registry: ModelRegistry, name: str) -> str | None:
+    """'on (METHOD)' or 'off: WHY' for a loaded model; None before it is loaded."""
+    if not registry.is_loaded(name):
+        return None
+    predictor = registry.get(name)
+    if predictor.scope is not None:
+        return f"on ({predictor.scope.method})"
+    return f"off: {public_reason(predictor.scope_error or 'no scope')}"
 
 
 def create_app(
@@ -322,7 +382,9 @@ def create_app(
     # One limiter per app: at most settings.concurrency predictions run at once.
     limiter = anyio.CapacityLimiter(settings.concurrency)
 
-    async def classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
+    async def classify(
+        request: Request, model: str | None, top_k: int | None, options: _Options
+    ) -> dict[str, Any]:
         registry.require(model)  # an unknown model is a 404 before the body is read
         data = await _image_bytes(request, settings.max_body_bytes)
         if not data:
@@ -330,25 +392,35 @@ def create_app(
         predictor = await run_in_threadpool(registry.get, model)
         n = len(predictor.labels)
         k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
+        reject = settings.reject_out_of_scope if options.reject is None else options.reject
         prediction = await anyio.to_thread.run_sync(
-            predictor.predict, data, min(k, n), limiter=limiter
+            partial(predictor.predict, data, min(k, n), reject=reject, explain=options.explain),
+            limiter=limiter,
         )
         return prediction.to_dict()
 
     classify_doc = {
         "response_model": ClassifyOut,
+        "response_model_exclude_unset": True,
         "responses": _ERRORS,
         "openapi_extra": _CLASSIFY_BODY,
     }
     top_k_query = Query(None, ge=1, le=1000, description="how many classes to return")
 
     @app.post("/classify", summary="Classify an image with the default model", **classify_doc)
-    async def classify_default(request: Request, top_k: int | None = top_k_query) -> Any:
-        return await classify(request, None, top_k)
+    async def classify_default(
+        request: Request, top_k: int | None = top_k_query, options: _Options = Depends()
+    ) -> Any:
+        return await classify(request, None, top_k, options)
 
     @app.post("/classify/{model}", summary="Classify an image with a named model", **classify_doc)
-    async def classify_named(request: Request, model: str, top_k: int | None = top_k_query) -> Any:
-        return await classify(request, model, top_k)
+    async def classify_named(
+        request: Request,
+        model: str,
+        top_k: int | None = top_k_query,
+        options: _Options = Depends(),
+    ) -> Any:
+        return await classify(request, model, top_k, options)
 
     @app.get(
         "/health",
@@ -371,6 +443,7 @@ def create_app(
                     state=s.state,
                     error=s.error,
                     load_seconds=s.load_seconds,
+                    scope=_scope_state(registry, s.name),
                 )
                 for s in states
             ],
@@ -397,6 +470,9 @@ def create_app(
                 info.version = bundle.version
                 info.variant = variant
                 info.sha256 = bundle.files[variant].sha256 if variant in bundle.files else None
+            if registry.is_loaded(state.name):
+                info.scope = _scope_state(registry, state.name)
+                info.explain = registry.get(state.name).can_explain
             out.append(info)
         return ModelsOut(default=registry.default_name, models=out)
 

@@ -10,6 +10,8 @@ Environment (all optional):
     SKYCLASS_MAX_PIXELS     decoded image limit, 40 MP by default
     SKYCLASS_TOP_K          classes in an answer for models with more than 10 classes (5)
     SKYCLASS_THREADS        ONNX Runtime intra-op threads (ONNX Runtime's own default if unset)
+    SKYCLASS_REJECT_OUT_OF_SCOPE  1 (default): a photo a model's scope file judges out of scope
+                            gets ``label: null``; 0: answers as before scopes (``?reject=`` wins)
     MODEL_S3_URI            s3://bucket/key.tar.gz of a model folder; it becomes the default model
     MODEL_SHA256            the archive's expected sha256 (checked when given)
 """
@@ -70,6 +72,8 @@ class ServeSettings:
     #: Predictions computed at once (more requests wait their turn): bounds the decoded images and
     #: session buffers alive at a time, so memory stays flat under many connections. None = CPUs.
     max_concurrency: int | None = None
+    #: Models with a scope file answer ``label: null`` for out-of-scope photos (request: ?reject=).
+    reject_out_of_scope: bool = True
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -130,4 +134,16 @@ class ServeSettings:
             threads=number("SKYCLASS_THREADS", 0) or None,
             max_concurrency=number("SKYCLASS_MAX_CONCURRENCY", 0) or None,
             model_cache=Path(c) if (c := text("SKYCLASS_MODEL_CACHE")) else None,
+            reject_out_of_scope=_flag(text("SKYCLASS_REJECT_OUT_OF_SCOPE"), True),
         )
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """1/true/yes/on or 0/false/no/off (any case); the default when unset."""
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"SKYCLASS_REJECT_OUT_OF_SCOPE must be 1 or 0, got {value!r}")
