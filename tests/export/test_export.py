@@ -115,7 +115,8 @@ def test_onnx_checker_opset_and_names(exported) -> None:
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in model.graph.input] == ["input"]
-    assert [o.name for o in model.graph.output] == ["log_probs"]
+    # log_probs first (the answer), then the scope / explanation outputs (issue 16).
+    assert [o.name for o in model.graph.output] == ["log_probs", "logits", "features", "cam"]
     int8 = onnx.load(str(exported.out / "model.int8.onnx"))
     ops = {n.op_type for n in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "LogSoftmax"} <= ops
@@ -283,3 +284,21 @@ def test_card_carries_notes_and_a_missing_notes_file_fails_first(
             )
         )
     assert not (tmp_path / "n").exists()
+
+
+def test_export_writes_a_calibrated_scope_and_can_explain(exported) -> None:
+    """No --out-of-scope: the default method, fitted on the run's train manifest, its threshold
+    keeping 95% of val.csv beside it; described in model.json and in the card."""
+    bundle = load_bundle(exported.out)
+    assert bundle.scope is not None
+    assert sha256_file(exported.out / bundle.scope.path) == bundle.scope.sha256
+    predictor = Predictor(exported.out)
+    assert predictor.scope is not None and predictor.scope_error is None
+    assert predictor.can_explain
+    report = json.loads((exported.out / "scope_report.json").read_text())
+    assert report["method"] == predictor.scope.method == "mahalanobis"
+    assert set(report["thresholds"]) == {"fp32", "int8"}
+    assert "Out of scope" in (exported.out / "MODEL_CARD.md").read_text()
+    photo = shared_images(CLASSES[0], 1)[0].read_bytes()
+    answer = predictor.predict(photo, explain=True)
+    assert answer.scope is not None and answer.explanation is not None

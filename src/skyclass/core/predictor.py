@@ -120,7 +120,9 @@ class Predictor:
 
     @property
     def can_explain(self) -> bool:
-        return CAM_OUTPUT in self.outputs
+        """The ONNX file has a ``cam`` output with one map per class."""
+        shape = self.outputs.get(CAM_OUTPUT)
+        return shape is not None and len(shape) == 4 and shape[1] == self.bundle.num_classes
 
     @property
     def labels(self) -> tuple[str, ...]:

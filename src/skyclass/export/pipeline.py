@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.core.bundle import ModelBundle, ModelFile, sha256_file, write_bundle
+from skyclass.core.bundle import ModelBundle, ModelFile, load_bundle, sha256_file, write_bundle
 from skyclass.export.card import CardInputs, Example, render_card
 from skyclass.export.config import ExportConfig, ExportError
 from skyclass.export.images import ImageRow, load_images, read_manifest, sample_rows, scan_folder
@@ -31,6 +31,7 @@ from skyclass.export.parity import (
     torch_probabilities,
 )
 from skyclass.export.quantize import quantize_int8
+from skyclass.export.scope_step import add_extra_outputs, scope_step
 from skyclass.export.source import ExportSource, resolve_source
 from skyclass.outputs import make_temp_dir, publish_dir
 
@@ -159,6 +160,8 @@ def run_export(config: ExportConfig) -> ExportResult:
                 tmp / FP32_FILE, tmp / INT8_FILE, calib_set.tensors, batch_size=config.batch_size
             )
             seconds["quantize_int8"] = time.perf_counter() - t
+        # logits / features / cam outputs for the scope score and explanations (log_probs as is)
+        add_extra_outputs([tmp / f for f in (FP32_FILE, INT8_FILE) if (tmp / f).is_file()])
 
         t = time.perf_counter()
         x = parity_set.tensors
@@ -244,6 +247,10 @@ def run_export(config: ExportConfig) -> ExportResult:
             )
         )
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        t = time.perf_counter()
+        if scope_step(config, source, tmp) is not None:
+            seconds["scope"] = time.perf_counter() - t
+            bundle = load_bundle(tmp)
         if out.exists() and not config.force:
             raise ExportError(f"{out} exists; pass --force to replace it")
         publish_dir(tmp, out)
