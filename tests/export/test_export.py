@@ -106,7 +106,17 @@ def test_model_folder_loads_and_hashes_match(exported) -> None:
         path = exported.out / f.path
         assert sha256_file(path) == f.sha256 and path.stat().st_size == f.bytes
     names = sorted(p.name for p in exported.out.iterdir())
-    assert names == ["MODEL_CARD.md", "model.int8.onnx", "model.json", "model.onnx", "parity.json"]
+    assert names == [
+        "MODEL_CARD.md",
+        "model.int8.onnx",
+        "model.json",
+        "model.onnx",
+        "parity.json",
+        "scope.npz",  # issue 16: the scope score's parameters (sha256 in model.json)
+        "scope_report.json",  # and its measured figures
+    ]
+    assert bundle.scope is not None
+    assert sha256_file(exported.out / bundle.scope.path) == bundle.scope.sha256
     assert not [p for p in exported.out.parent.iterdir() if p.name.startswith(".")]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 #: Long side of the overlay image, in pixels (smaller photos are not enlarged).
-OVERLAY_SIDE = 320
+OVERLAY_SIDE = 256
 ALPHA = 0.5
 
 
@@ -55,12 +55,13 @@ def peak_of(cam: np.ndarray) -> tuple[float, float]:
     return (float((col + 0.5) / w), float((row + 0.5) / h))
 
 
-def _colormap(v: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> uint8 RGB, a blue-cyan-yellow-red ramp ("jet"-like)."""
+def _palette() -> list[int]:
+    """256 RGB entries of a blue-cyan-yellow-red ramp ("jet"-like), low to high."""
+    v = np.linspace(0.0, 1.0, 256)
     r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
     g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
     b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
-    return (np.stack([r, g, b], axis=-1) * 255).astype(np.uint8)
+    return [int(x) for x in (np.stack([r, g, b], axis=-1) * 255).round().reshape(-1)]
 
 
 def overlay(photo: Image.Image, cam: np.ndarray, *, side: int = OVERLAY_SIDE) -> Image.Image:
@@ -70,11 +71,10 @@ def overlay(photo: Image.Image, cam: np.ndarray, *, side: int = OVERLAY_SIDE) ->
     base = photo.resize(size, Image.Resampling.BILINEAR) if size != photo.size else photo
     lo, hi = float(cam.min()), float(cam.max())
     norm = (cam - lo) / (hi - lo) if hi > lo else np.zeros_like(cam)
-    heat = Image.fromarray(norm.astype(np.float32), mode="F").resize(
-        size, Image.Resampling.BILINEAR
-    )
-    colours = Image.fromarray(_colormap(np.clip(np.asarray(heat), 0, 1)), mode="RGB")
-    return Image.blend(base.convert("RGB"), colours, ALPHA)
+    levels = Image.fromarray(np.round(255 * norm).astype(np.uint8), mode="L")
+    heat = levels.resize(size, Image.Resampling.BILINEAR).convert("P")
+    heat.putpalette(_palette())  # a 256-entry lookup: no per-pixel float maths
+    return Image.blend(base.convert("RGB"), heat.convert("RGB"), ALPHA)
 
 
 def cam_overlay(photo: Image.Image, cam: np.ndarray, label: str) -> Explanation:

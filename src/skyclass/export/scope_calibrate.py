@@ -141,14 +141,16 @@ def calibrate(
     fit = {"train": data["fp32"]["train"], "out": _out(data["fp32"])}
     figures: dict[str, list[Figures]] = {"fp32": []}
     params: dict[str, dict[str, np.ndarray]] = {}
+    cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for name in candidates:
-        fig, params[name] = evaluate(name, fit, _measure(data["fp32"]), head, inputs.labels)
+        fig, params[name] = evaluate(name, fit, _measure(data["fp32"]), head, inputs.labels, cache)
         figures["fp32"].append(fig)
         log.info("scope %s: AUROC %.3f, FPR %s", name, fig.auroc, fig.fpr)
     chosen = {"fp32": _choose(figures["fp32"], method)}
     for variant, sets in data.items():
         if variant != "fp32":
-            fig, _ = evaluate(chosen["fp32"].method, fit, _measure(sets), head, inputs.labels)
+            method = chosen["fp32"].method
+            fig, _ = evaluate(method, fit, _measure(sets), head, inputs.labels, cache)
             figures[variant] = [fig]
             chosen[variant] = fig
     name = chosen["fp32"].method

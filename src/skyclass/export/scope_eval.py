@@ -84,8 +84,19 @@ def with_log_probs(logits: np.ndarray, features: np.ndarray) -> Arrays:
 
 
 def fit_method(
-    method: str, train: Split, head: tuple[np.ndarray, np.ndarray], outliers: Split | None
+    method: str,
+    train: Split,
+    head: tuple[np.ndarray, np.ndarray],
+    outliers: Split | None,
+    cache: dict[tuple[str, str], Arrays] | None = None,
+    key: str = "all",
 ) -> Arrays:
+    """Parameters of ``method``; ``cache`` shares the OE head of oe_msp and oe_energy (one fit
+    per out-of-scope subset ``key``), which are the same head scored two ways."""
+    if cache is not None and method in ("oe_msp", "oe_energy"):
+        if ("oe_head", key) not in cache:
+            cache[("oe_head", key)] = fit_method("oe_msp", train, head, outliers)
+        return cache[("oe_head", key)]
     n = len(head[1])
     f, y = train.outputs["features"], train.labels
     if method in ("msp", "energy"):
@@ -133,6 +144,7 @@ def evaluate(
     measure: dict[str, Split],
     head: tuple[np.ndarray, np.ndarray],
     labels: tuple[str, ...],
+    cache: dict[tuple[str, str], Arrays] | None = None,
 ) -> tuple[Figures, Arrays]:
     """Figures for ``method`` and its parameters fitted on all of ``fit``.
 
@@ -143,7 +155,7 @@ def evaluate(
     score = METHODS[method]
     oe = method.startswith("oe_")
     val, test, out = measure["val"], measure["test"], measure["out"]
-    params = fit_method(method, fit["train"], head, fit["out"] if oe else None)
+    params = fit_method(method, fit["train"], head, fit["out"] if oe else None, cache)
     threshold = keep_threshold(score(params, val.outputs))
     s_val, s_test = score(params, val.outputs), score(params, test.outputs)
     accepted = np.zeros(len(out.labels), dtype=bool)
@@ -151,9 +163,8 @@ def evaluate(
         aurocs, weights = [], []
         for source in np.unique(out.sources):
             held = out.sources == source
-            fold = fit_method(
-                method, fit["train"], head, fit["out"].subset(fit["out"].sources != source)
-            )
+            others = fit["out"].subset(fit["out"].sources != source)
+            fold = fit_method(method, fit["train"], head, others, cache, key=str(source))
             t_fold = keep_threshold(score(fold, val.outputs))
             s_held = score(fold, out.subset(held).outputs)
             accepted[held] = s_held >= t_fold
