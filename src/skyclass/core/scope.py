@@ -5,6 +5,7 @@ with its sha256 like every other file). It holds one method's parameters and the
 calibrated at export (default: keep 95% of the in-scope validation photos), per ONNX variant:
 
     method           msp | energy | mahalanobis | knn | oe_msp | oe_energy | oe_logreg
+                     | oe_energy_knn
     threshold_fp32   score below it: out of scope (also threshold_int8 when calibrated)
     feature_width    the width of the ONNX ``features`` output the parameters were fitted on
     ...              the method's arrays (see :mod:`skyclass.core.scope_methods`)

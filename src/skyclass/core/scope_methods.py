@@ -75,6 +75,16 @@ def oe_logreg(params: Arrays, out: Arrays) -> np.ndarray:
     return (f @ params["disc_w"] + params["disc_b"]).astype(np.float64)
 
 
+def oe_energy_knn(params: Arrays, out: Arrays) -> np.ndarray:
+    """Both must say "in scope": the smaller of the OE head's energy and the kNN score, each put
+    on a common scale by its own in-scope validation scores (0 at their 5th percentile, 1 at their
+    median). OE knows the near misses it was shown (aircraft); kNN flags anything far from every
+    training photo (scenes, everyday objects)."""
+    z_oe = (oe_energy(params, out) - params["oe_center"]) / params["oe_scale"]
+    z_knn = (knn(params, out) - params["knn_center"]) / params["knn_scale"]
+    return np.minimum(z_oe, z_knn)
+
+
 METHODS: dict[str, Callable[[Arrays, Arrays], np.ndarray]] = {
     "msp": msp,
     "energy": energy,
@@ -83,6 +93,7 @@ METHODS: dict[str, Callable[[Arrays, Arrays], np.ndarray]] = {
     "oe_msp": oe_msp,
     "oe_energy": oe_energy,
     "oe_logreg": oe_logreg,
+    "oe_energy_knn": oe_energy_knn,
 }
 
 #: ONNX outputs each method reads besides log_probs.
@@ -94,6 +105,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "oe_msp": ("features",),
     "oe_energy": ("features",),
     "oe_logreg": ("features",),
+    "oe_energy_knn": ("features",),
 }
 
 

@@ -34,7 +34,16 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "scope_report.json"
 #: Measured first, in this order; "auto" ships the best that meets the targets (else best AUROC).
-ALL_METHODS = ("msp", "energy", "mahalanobis", "knn", "oe_msp", "oe_energy", "oe_logreg")
+ALL_METHODS = (
+    "msp",
+    "energy",
+    "mahalanobis",
+    "knn",
+    "oe_msp",
+    "oe_energy",
+    "oe_logreg",
+    "oe_energy_knn",
+)
 #: Without out-of-scope photos nothing can be compared: this one is shipped (see docs/scope/).
 DEFAULT_METHOD = "mahalanobis"
 
@@ -116,10 +125,11 @@ def collect(inputs: ScopeInputs) -> dict[str, dict[str, Split]]:
 
 
 def _choose(figures: list[Figures], method: str) -> Figures:
+    """The given method; or "auto": the one meeting most of the issue's targets (AUROC and FPR
+    per category), then the best AUROC."""
     if method != "auto":
         return next(f for f in figures if f.method == method)
-    meeting = [f for f in figures if f.meets_targets]
-    return max(meeting or figures, key=lambda f: f.auroc)
+    return max(figures, key=lambda f: (f.targets_met, round(f.auroc, 3)))
 
 
 def calibrate(
@@ -138,7 +148,7 @@ def calibrate(
     if not has_out and method.startswith("oe_"):
         raise ExportError(f"scope method {method} needs out-of-scope photos (--out-of-scope)")
     candidates = [m for m in ALL_METHODS if has_out] if method == "auto" else [method]
-    fit = {"train": data["fp32"]["train"], "out": _out(data["fp32"])}
+    fit = {"train": data["fp32"]["train"], "val": data["fp32"]["val"], "out": _out(data["fp32"])}
     figures: dict[str, list[Figures]] = {"fp32": []}
     params: dict[str, dict[str, np.ndarray]] = {}
     cache: dict[tuple[str, str], dict[str, np.ndarray]] = {}

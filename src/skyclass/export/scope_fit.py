@@ -43,7 +43,14 @@ def fit_mahalanobis(
 def fit_knn(features: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int = 1) -> Arrays:
     f = features.astype(np.float32)
     bank = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    return {"bank": bank.astype(np.float32), "k": np.array(min(k, len(f)), dtype=np.int64)}
+    # float16 halves the file; scoring (at calibration and at serve time alike) casts to float32.
+    return {"bank": bank.astype(np.float16), "k": np.array(min(k, len(f)), dtype=np.int64)}
+
+
+def unit_scale(val_scores: np.ndarray) -> tuple[float, float]:
+    """(centre, scale) putting in-scope val scores' 5th percentile at 0 and median at 1."""
+    p5, median = np.quantile(val_scores, 0.05), np.median(val_scores)
+    return float(p5), float(max(median - p5, 1e-9))
 
 
 @dataclass(frozen=True)
