@@ -7,7 +7,7 @@ hits them alike: raw (``reject=False``: no scope, today's answer), with the scop
 the scope plus an explanation (CAM overlay PNG). The added latency is the paired difference of
 medians. The scope score and the overlay are also timed alone, on the outputs of one run, because
 on a busy 2-core machine a sub-millisecond difference between two ~20 ms calls is mostly noise.
-``rows()`` gives the benchmark table's rows.
+``rows(ctx)`` gives the benchmark table's rows.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 from benchmarks.report import Row, verdict
 
@@ -73,7 +72,8 @@ def measure(model_dir: Path, data_root: Path, reps: int = 40, threads: int = 1) 
     tensor = preprocess(photos[0], predictor.bundle.preprocess)
     values = predictor._session.run(names, {predictor.bundle.input_name: tensor})
     outputs = dict(zip(["log_probs", *names[1:]], values, strict=True))
-    photo = decode_image(photos[0], draft_size=(288, 288))
+    side = max(predictor.bundle.preprocess.size)
+    photo = decode_image(photos[0], draft_size=(side, side))
     alone: dict[str, list[float]] = {"scope_alone": [], "explain_alone": []}
     for _ in range(reps):
         t = time.perf_counter()
@@ -88,14 +88,16 @@ def measure(model_dir: Path, data_root: Path, reps: int = 40, threads: int = 1) 
     return out
 
 
-def rows(model_dir: Path | None = None, data_root: Path | None = None, reps: int = 40) -> list[Row]:
-    """The benchmark table's rows for this section ("n/a (why)" when it cannot run)."""
-    model_dir = model_dir or REPO / "models" / "flying-objects"
-    data_root = data_root or SHARED / "data" / "flying-objects"
-    try:
-        m = measure(model_dir, data_root, reps)
-    except Exception as exc:  # a section that cannot run is a row that says why
-        return [Row(SECTION, "scope score / explanation", f"n/a ({exc})")]
+def rows(ctx: Any) -> list[Row]:
+    """The benchmark table's rows (``benchmarks.run`` registers this module with its context:
+    ``ctx.opt.model_dir``, ``ctx.opt.data_root``, ``ctx.opt.quick``, ``ctx.opt.threads``)."""
+    opt = ctx.opt
+    m = measure(opt.model_dir, opt.data_root, 10 if opt.quick else 40, threads=opt.threads)
+    ctx.raw["scope_explain"] = m
+    return table(m)
+
+
+def table(m: dict[str, float]) -> list[Row]:
     return [
         Row(SECTION, "predict(bytes) p50 ms: raw / +scope / +scope+explain",
             f"{m['raw']:.1f} / {m['scope']:.1f} / {m['explain']:.1f}"),
@@ -112,13 +114,15 @@ def rows(model_dir: Path | None = None, data_root: Path | None = None, reps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model_dir", nargs="?", type=Path, default=None)
+    parser.add_argument("model_dir", nargs="?", type=Path, default=REPO / "models/flying-objects")
+    parser.add_argument("--data-root", type=Path, default=SHARED / "data" / "flying-objects")
     parser.add_argument("--reps", type=int, default=40)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    for row in rows(args.model_dir, reps=args.reps):
+    m = measure(args.model_dir, args.data_root, args.reps, threads=args.threads)
+    for row in table(m):
         print(f"{row.what}: {row.skyclass} {row.target} {row.met}")
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
