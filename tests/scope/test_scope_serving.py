@@ -211,3 +211,17 @@ def test_bundle_describes_the_scope_file_with_its_sha256() -> None:
     bundle = load_bundle(BUNDLED_MODEL)
     assert bundle.scope is not None and bundle.scope.path == "scope.npz"
     assert sha256_file(BUNDLED_MODEL / "scope.npz") == bundle.scope.sha256
+
+
+def test_reject_setting_from_the_environment() -> None:
+    from skyclass.serve.settings import SettingsError
+
+    def read(value: str) -> bool:
+        env = {"SKYCLASS_MODELS": str(BUNDLED_MODEL), "SKYCLASS_REJECT_OUT_OF_SCOPE": value}
+        return ServeSettings.from_env(env).reject_out_of_scope
+
+    assert ServeSettings.from_env({"SKYCLASS_MODELS": str(BUNDLED_MODEL)}).reject_out_of_scope
+    assert read("1") and read("true") and read("ON")
+    assert not read("0") and not read("false") and not read("off")
+    with pytest.raises(SettingsError, match="SKYCLASS_REJECT_OUT_OF_SCOPE"):
+        read("maybe")
