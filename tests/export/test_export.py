@@ -145,7 +145,8 @@ def test_predictor_matches_pytorch_on_real_photos(exported, checkpoint: Path) ->
     with torch.inference_mode():
         expected = model(_batch(photos)).exp().double().numpy()
     for photo, probs in zip(photos, expected, strict=True):
-        got = predictor.predict(photo.read_bytes())
+        # The classifier against PyTorch: rejection off (its scope may judge a photo out of scope).
+        got = predictor.predict(photo.read_bytes(), reject=False)
         assert got.label == CLASSES[int(probs.argmax())]
         assert list(got.probabilities) == [CLASSES[i] for i in np.argsort(-probs)]
         diffs = [abs(got.probabilities[c] - probs[i]) for i, c in enumerate(CLASSES)]
@@ -183,7 +184,8 @@ def test_int8_keeps_the_first_convolutions_and_the_softmax_in_float(exported) ->
 
     graph = onnx.load(str(exported.out / "model.int8.onnx")).graph
     made_by = {o: n for n in graph.node for o in n.output}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # The network's convolutions (the CAM output's 1x1 "skyclass_cam" reads the head's weights).
+    convs = [n for n in graph.node if n.op_type == "Conv" and not n.name.startswith("skyclass_")]
 
     def weight_is_int8(conv) -> bool:  # QDQ: the weight comes through a DequantizeLinear
         src = made_by.get(conv.input[1])
