@@ -22,8 +22,8 @@ CANVAS = 576
 SIDE = 200
 POSITIONS = [(0.05, 0.05), (0.6, 0.05), (0.05, 0.6), (0.6, 0.6), (0.3, 0.3)]
 DRONES = [
-    "large_quadcopters/cropspray_G02_DJI_Agras_T16_2023-05-09",
-    "large_quadcopters/cropspray_G02_DJI_Agras_T20_2021-07-31",
+    "large_quadcopters/cropspray_G02_DJI_Agras_T16_2023-05-09_12-33-25_i0.jpg",
+    "large_quadcopters/cropspray_G02_DJI_Agras_T20_2021-07-31_12-44-00_i1.jpg",
 ]
 
 
@@ -33,10 +33,8 @@ def _sky() -> Image.Image:
     return photo.crop((0, 0, photo.width, int(photo.height * 0.4))).resize((CANVAS, CANVAS))
 
 
-def _drone(prefix: str) -> Image.Image:
-    folder, stem = prefix.split("/")
-    (path,) = sorted((DATA_ROOT / folder).glob(f"{stem}*"))[:1]
-    return Image.open(path).convert("RGB").resize((SIDE, SIDE))
+def _drone(name: str) -> Image.Image:
+    return Image.open(DATA_ROOT / name).convert("RGB").resize((SIDE, SIDE))
 
 
 @pytest.fixture(scope="module")

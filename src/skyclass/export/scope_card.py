@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+from skyclass.core.bundle import ModelBundle
 from skyclass.export.scope_calibrate import ScopeResult
 from skyclass.export.scope_eval import AUROC_TARGET, CATEGORIES, FPR_TARGET, Figures
 
 SECTION_TITLE = '## Out of scope ("none of these")'
+REPUBLISHED = "Re-published as"
 
 
 def _pct(x: float) -> str:
@@ -77,3 +79,28 @@ def replace_section(card: str, section: str) -> str:
     nxt = card.find("\n## ", start + len(SECTION_TITLE))
     rest = card[nxt + 1 :] if nxt >= 0 else ""
     return card[:start] + section + ("\n" + rest if rest else "")
+
+
+def refresh_header(card: str, bundle: ModelBundle) -> str:
+    """The card's title version and files table rewritten from ``bundle`` (a re-published
+    folder), with a line saying what changed; the rest of the card is left as it was."""
+    lines = card.split("\n")
+    if lines and lines[0].startswith("# Model card: "):
+        lines[0] = f"# Model card: {bundle.name} {bundle.version}"
+    for i, line in enumerate(lines):
+        for variant, f in bundle.files.items():
+            if line.startswith(f"| {variant} | {f.path} |"):
+                lines[i] = f"| {variant} | {f.path} | {f.bytes:,} | `{f.sha256}` |"
+    text = "\n".join(lines)
+    note = (
+        f"{REPUBLISHED} {bundle.version}: outputs `logits`, `features` and `cam` added to the ONNX "
+        "files by graph surgery (`log_probs` computed by the same nodes, bit for bit), and a scope "
+        f"file `{bundle.scope.path if bundle.scope else 'none'}` (sha256 "
+        f"`{bundle.scope.sha256 if bundle.scope else ''}`); see the last section."
+    )
+    start = text.find(REPUBLISHED)
+    if start >= 0:
+        end = text.find("\n", start)
+        return text[:start] + note + (text[end:] if end >= 0 else "")
+    anchor = text.find("\n\nMade from ")
+    return text[:anchor] + "\n\n" + note + text[anchor:] if anchor >= 0 else text

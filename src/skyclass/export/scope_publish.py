@@ -28,7 +28,7 @@ from skyclass.export.scope_calibrate import (
     head_weights,
     write_scope,
 )
-from skyclass.export.scope_card import card_section, replace_section
+from skyclass.export.scope_card import card_section, refresh_header, replace_section
 from skyclass.outputs import make_temp_dir, publish_dir
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,16 @@ def add_scope(tmp: Path, result: ScopeResult, version: str | None = None) -> Non
         v: ModelFile(f.path, sha256_file(tmp / f.path), (tmp / f.path).stat().st_size)
         for v, f in bundle.files.items()
     }
-    write_bundle(
-        dataclasses.replace(
-            bundle, version=version or bundle.version, files=files, scope=entry, scope_error=None
-        )
+    new = dataclasses.replace(
+        bundle, version=version or bundle.version, files=files, scope=entry, scope_error=None
     )
+    write_bundle(new)
     card = tmp / CARD_FILE
     if card.is_file():
-        card.write_text(replace_section(card.read_text("utf-8"), card_section(result)), "utf-8")
+        text = replace_section(card.read_text("utf-8"), card_section(result))
+        if version is not None:  # a re-published folder: its header says so
+            text = refresh_header(text, new)
+        card.write_text(text, "utf-8")
 
 
 def rescope_folder(request: RescopeRequest) -> ScopeResult:
