@@ -115,6 +115,8 @@ def load_scope(
         raise ScopeUnavailable(
             f"scope file fitted on {width} features; the ONNX features output is {shape}"
         )
+    # float16 arrays (the kNN bank) widened once here, not on every request
+    arrays = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in arrays.items()}
     scope = Scope(method, thresholds[f"threshold_{variant}"], width, arrays)
     try:  # one dry run on zeros catches arrays of the wrong shape now, not at request time
         scope.scores(_zeros(outputs, bundle.num_classes, width))

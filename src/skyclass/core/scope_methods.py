@@ -44,7 +44,8 @@ def knn(params: Arrays, out: Arrays) -> np.ndarray:
     """Minus the distance to the k-th nearest training feature, features L2-normalised."""
     f = out["features"].astype(np.float32)
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    sims = f @ params["bank"].T.astype(np.float32)
+    bank = params["bank"]
+    sims = f @ (bank if bank.dtype == np.float32 else bank.astype(np.float32)).T
     k = int(params["k"])
     kth = -np.partition(-sims, k - 1, axis=1)[:, k - 1]
     return -np.sqrt(np.maximum(2.0 - 2.0 * kth.astype(np.float64), 0.0))
