@@ -90,8 +90,8 @@ def main() -> None:
     with open(image_path, "rb") as fh:
         body = multipart(fh.read())
     ctype = f"multipart/form-data; boundary={BOUNDARY}"
-    from skyclass.serve.lambda_entry import classify_image
     from skyclass.serve.lambda_context import LocalContext
+    from skyclass.serve.lambda_entry import classify_image
 
     def context() -> LocalContext:
         return LocalContext(function_name="skyclass-check", aws_request_id="check")

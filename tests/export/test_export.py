@@ -56,7 +56,17 @@ def test_model_folder_loads_and_hashes_match(exported) -> None:
         path = exported.out / f.path
         assert sha256_file(path) == f.sha256 and path.stat().st_size == f.bytes
     names = sorted(p.name for p in exported.out.iterdir())
-    assert names == ["MODEL_CARD.md", "model.int8.onnx", "model.json", "model.onnx", "parity.json"]
+    assert names == [
+        "MODEL_CARD.md",
+        "model.int8.onnx",
+        "model.json",
+        "model.onnx",
+        "parity.json",
+        "scope.npz",  # issue 16: the scope score's parameters (sha256 in model.json)
+        "scope_report.json",  # and its measured figures
+    ]
+    assert bundle.scope is not None
+    assert sha256_file(exported.out / bundle.scope.path) == bundle.scope.sha256
     assert not [p for p in exported.out.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -65,7 +75,8 @@ def test_onnx_checker_opset_and_names(exported) -> None:
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in model.graph.input] == ["input"]
-    assert [o.name for o in model.graph.output] == ["log_probs"]
+    # log_probs first (the answer), then the scope / explanation outputs (issue 16).
+    assert [o.name for o in model.graph.output] == ["log_probs", "logits", "features", "cam"]
     int8 = onnx.load(str(exported.out / "model.int8.onnx"))
     ops = {n.op_type for n in int8.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "LogSoftmax"} <= ops
@@ -84,7 +95,8 @@ def test_predictor_matches_pytorch_on_real_photos(exported, checkpoint: Path) ->
     with torch.inference_mode():
         expected = model(_batch(photos)).exp().double().numpy()
     for photo, probs in zip(photos, expected, strict=True):
-        got = predictor.predict(photo.read_bytes())
+        # The classifier against PyTorch: rejection off (its scope may judge a photo out of scope).
+        got = predictor.predict(photo.read_bytes(), reject=False)
         assert got.label == CLASSES[int(probs.argmax())]
         assert list(got.probabilities) == [CLASSES[i] for i in np.argsort(-probs)]
         diffs = [abs(got.probabilities[c] - probs[i]) for i, c in enumerate(CLASSES)]
@@ -96,8 +108,8 @@ def test_dynamic_batch(exported, variant: str) -> None:
     session = ort.InferenceSession(str(exported.out / variant), providers=["CPUExecutionProvider"])
     photos = shared_images(CLASSES[0], 3)
     x = _batch(photos).numpy()
-    (three,) = session.run(None, {"input": x})
-    (one,) = session.run(None, {"input": x[:1]})
+    (three,) = session.run(["log_probs"], {"input": x})
+    (one,) = session.run(["log_probs"], {"input": x[:1]})
     assert three.shape == (3, len(CLASSES)) and one.shape == (1, len(CLASSES))
     np.testing.assert_allclose(np.exp(one[0]), np.exp(three[0]), atol=1e-5)
     np.testing.assert_allclose(np.exp(three).sum(1), 1.0, atol=1e-4)
@@ -122,7 +134,8 @@ def test_int8_keeps_the_first_convolutions_and_the_softmax_in_float(exported) ->
 
     graph = onnx.load(str(exported.out / "model.int8.onnx")).graph
     made_by = {o: n for n in graph.node for o in n.output}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
+    # The network's convolutions (the CAM output's 1x1 "skyclass_cam" reads the head's weights).
+    convs = [n for n in graph.node if n.op_type == "Conv" and not n.name.startswith("skyclass_")]
 
     def weight_is_int8(conv) -> bool:  # QDQ: the weight comes through a DequantizeLinear
         src = made_by.get(conv.input[1])
@@ -233,3 +246,21 @@ def test_card_carries_notes_and_a_missing_notes_file_fails_first(
             )
         )
     assert not (tmp_path / "n").exists()
+
+
+def test_export_writes_a_calibrated_scope_and_can_explain(exported) -> None:
+    """No --out-of-scope: the default method, fitted on the run's train manifest, its threshold
+    keeping 95% of val.csv beside it; described in model.json and in the card."""
+    bundle = load_bundle(exported.out)
+    assert bundle.scope is not None
+    assert sha256_file(exported.out / bundle.scope.path) == bundle.scope.sha256
+    predictor = Predictor(exported.out)
+    assert predictor.scope is not None and predictor.scope_error is None
+    assert predictor.can_explain
+    report = json.loads((exported.out / "scope_report.json").read_text())
+    assert report["method"] == predictor.scope.method == "mahalanobis"
+    assert set(report["thresholds"]) == {"fp32", "int8"}
+    assert "Out of scope" in (exported.out / "MODEL_CARD.md").read_text()
+    photo = shared_images(CLASSES[0], 1)[0].read_bytes()
+    answer = predictor.predict(photo, explain=True)
+    assert answer.scope is not None and answer.explanation is not None

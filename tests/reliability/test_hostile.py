@@ -100,7 +100,12 @@ def check_answer(answer: Answer, status: int, code: str | None, channel: str) ->
     if channel != "predict":
         assert answer.content_type == "application/json", channel
     if code is None:
-        assert answer.label in CLASSES
+        # A valid image gets a class, or (judged out of scope by the flagship's scope, issue 16:
+        # the synthetic images here mostly are) no label and a top guess that is a class.
+        out_of_scope = answer.label is None and any(
+            f'"top_guess":{sep}"{c}"' in answer.text for c in CLASSES for sep in ("", " ")
+        )
+        assert answer.label in CLASSES or out_of_scope, answer.text[:300]
         probs = answer.probabilities or {}
         assert set(probs) == set(CLASSES) and sum(probs.values()) == pytest.approx(1, abs=1e-4)
     elif channel != "predict":

@@ -56,7 +56,7 @@ def test_failed_second_model_degrades_health_only(tmp_path: Path) -> None:
 
 
 class Exploding(Predictor):
-    def predict(self, image_bytes: bytes, top_k: int | None = None) -> Any:
+    def predict(self, image_bytes: bytes, top_k: int | None = None, **options: Any) -> Any:
         raise RuntimeError("secret internal detail /srv/app/thing.py")
 
 

@@ -282,3 +282,45 @@ def test_behind_a_rest_stage(browser, rest_stage: RestStage, photos: dict[str, P
         ]
     finally:
         page.context.close()
+
+
+def test_out_of_scope_message_explanation_toggle_and_model_change(
+    page, server: str, photos: dict[str, Path]
+) -> None:
+    """A photo of none of the classes: the page says so, with the top guess beneath; the
+    explanation overlay shows over the photo and the toggle hides it; the time is shown; another
+    model re-runs the photo already shown."""
+    from tests.scope.support import out_of_scope_photos
+
+    page.select_option("#model", "flying-objects")
+    rejected = None
+    for path in out_of_scope_photos("everyday"):
+        if path.name.startswith("cloth_") and api_label(server, path)["label"] is None:
+            rejected = path
+            break
+    assert rejected is not None
+    page.set_input_files("#file", str(rejected))
+    wait_for_result(page, rejected.name)
+    expected = api_label(server, rejected)
+    label = page.inner_text("#label")
+    assert label.startswith("This does not look like any of: ")
+    assert all(name in label for name in expected["probabilities"])
+    assert page.inner_text("#guess").startswith(f"Top guess: {expected['top_guess']} (")
+    assert page.is_visible("#overlay") and page.is_visible("#explain-toggle")
+    assert page.get_attribute("#overlay", "src").startswith("data:image/png;base64,")
+    page.uncheck("#show-cam")
+    assert not page.is_visible("#overlay")
+    page.check("#show-cam")
+    assert page.is_visible("#overlay")
+    assert page.inner_text("#timing").startswith("answered in ")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-page-out-of-scope.png"), full_page=True)
+    # Changing the model classifies the same photo again, with that model (which cannot explain).
+    page.select_option("#model", "second-test-model")
+    page.wait_for_function(
+        "() => document.getElementById('model-info').textContent.includes('second-test-model')"
+        " && document.body.dataset.state === 'done'",
+        timeout=30_000,
+    )
+    assert not page.is_visible("#explain-toggle")
+    assert page.inner_text("#label") == api_label(server, rejected, "second-test-model")["label"]

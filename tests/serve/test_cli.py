@@ -52,10 +52,15 @@ def test_predict_json_lines_with_a_bad_file(tmp_path: Path) -> None:
     assert [line["path"] for line in lines] == [str(IMAGES[0]), str(IMAGES[1])]
     predictor = Predictor(BUNDLED_MODEL)
     for line in lines:
-        assert set(line) == {"path", "label", "confidence", "probabilities"}
+        # the flagship has a scope (issue 16): its verdict is on every line
+        assert set(line) == {
+            *("path", "label", "confidence", "probabilities"),
+            *("in_scope", "top_guess", "scope"),
+        }
         assert set(line["probabilities"]) == set(CLASSES)
         expected = predictor.predict(Path(line["path"]).read_bytes())
-        assert line["label"] == expected.label
+        assert line["label"] == expected.label and line["in_scope"] == expected.in_scope
+        assert expected.scope is not None and line["scope"] == expected.scope.to_dict()
         assert line["probabilities"] == expected.probabilities
     assert f"{bad}: the data is not an image" in out.stderr
     assert "Traceback" not in out.stderr

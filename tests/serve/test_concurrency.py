@@ -25,14 +25,14 @@ class Watching(Predictor):
     running = 0
     most = 0
 
-    def predict(self, image_bytes: bytes, top_k: int | None = None) -> Any:
+    def predict(self, image_bytes: bytes, top_k: int | None = None, **options: Any) -> Any:
         cls = type(self)
         with cls.lock:
             cls.running += 1
             cls.most = max(cls.most, cls.running)
         try:
             time.sleep(0.05)  # long enough for the other requests to arrive meanwhile
-            return super().predict(image_bytes, top_k)
+            return super().predict(image_bytes, top_k, **options)
         finally:
             with cls.lock:
                 cls.running -= 1

@@ -4,6 +4,7 @@
       model.json         this schema: name, version, labels, preprocessing, files with sha256
       model.onnx         fp32, input "input" (N,3,H,W) float32, output "log_probs" (N,C)
       model.int8.onnx    int8 QDQ (optional)
+      scope.npz          scope-score parameters (optional; skyclass.core.scope)
       MODEL_CARD.md, parity.json, ... (documentation; not needed to serve)
 
 Nothing here imports torch; everything serving needs to know about a model comes from this folder.
@@ -49,6 +50,10 @@ class ModelBundle:
     output_name: str = "log_probs"
     default_variant: str = "fp32"
     top_k: int = 5
+    #: The scope file (``scope.npz``; see :mod:`skyclass.core.scope`), or None. A malformed entry
+    #: does not refuse the model: it is served without a scope and ``scope_error`` says why.
+    scope: ModelFile | None = None
+    scope_error: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -80,7 +85,11 @@ class ModelBundle:
             },
             "default_variant": self.default_variant,
             "top_k": self.top_k,
-        }
+        } | (
+            {"scope": {"path": s.path, "sha256": s.sha256, "bytes": s.bytes}}
+            if (s := self.scope)
+            else {}
+        )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -178,6 +187,7 @@ def load_bundle(root: str | Path) -> ModelBundle:
             output_name=str(_section(data, "output").get("name", "log_probs")),
             default_variant=str(data.get("default_variant", "fp32")),
             top_k=int(data.get("top_k", min(5, len(labels)))),
+            **_scope_entry(data.get("scope")),
         )
     except (KeyError, TypeError, ValueError, OSError) as exc:
         what = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
@@ -222,6 +232,19 @@ def check_session(bundle: ModelBundle, session: Any) -> None:
         raise ModelUnavailable(
             f"the ONNX output has {classes} classes; model.json lists {bundle.num_classes} labels"
         )
+
+
+def _scope_entry(entry: Any) -> dict[str, Any]:
+    """``scope`` / ``scope_error`` from model.json's optional ``scope`` entry (never raises)."""
+    if entry is None:
+        return {}
+    try:
+        path = str(entry["path"])
+        if "/" in path or "\\" in path or path.startswith("."):
+            raise ValueError(f"scope path {path!r} is not a file name in the model folder")
+        return {"scope": ModelFile(path, str(entry["sha256"]), int(entry["bytes"]))}
+    except (KeyError, TypeError, ValueError) as exc:
+        return {"scope_error": f"model.json scope entry is invalid: {exc}"}
 
 
 def write_bundle(bundle: ModelBundle) -> Path:

@@ -58,6 +58,18 @@ def export(
         "agreement (fraction): few images need a higher agreement to pass.",
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing model folder."),
+    scope: bool = typer.Option(
+        True, "--scope/--no-scope", help="Calibrate and write a scope score (scope.npz)."
+    ),
+    scope_train: Path = typer.Option(None, help="Scope fit photos [default: the run's train]."),
+    scope_val: Path = typer.Option(
+        None, help="Scope threshold photos (95%% kept) [default: val.csv beside the train one]."
+    ),
+    scope_test: Path = typer.Option(None, help="Scope figures photos [default: the run's test]."),
+    out_of_scope: Path = typer.Option(
+        None, help="Folder of out-of-scope photos with a SOURCES.tsv: compare methods, train OE."
+    ),
+    scope_method: str = typer.Option("auto", help="Scope method, or auto (best measured)."),
 ) -> None:
     """Export a trained run (or pretrained ImageNet weights) to a model folder: ONNX fp32 + int8,
     parity.json, MODEL_CARD.md and model.json. Exits non-zero, writing nothing, if fp32 parity
@@ -91,6 +103,12 @@ def export(
             force=force,
             top_k=top_k,
             bounds=ParityBounds(min_int8_agreement=min_int8_agreement),
+            scope=scope,
+            scope_train=str(scope_train) if scope_train else None,
+            scope_val=str(scope_val) if scope_val else None,
+            scope_test=str(scope_test) if scope_test else None,
+            out_of_scope=str(out_of_scope) if out_of_scope else None,
+            scope_method=scope_method,
         )
         with err.status("exporting..."):
             result = run_export(config)

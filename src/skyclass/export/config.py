@@ -71,6 +71,13 @@ class ExportConfig:
     threads: int = 2
     batch_size: int = 16
     bounds: ParityBounds = field(default_factory=ParityBounds)
+    #: Scope score (issue 16): calibrate and write scope.npz (see skyclass.export.scope_step).
+    scope: bool = True
+    scope_train: str | None = None
+    scope_val: str | None = None
+    scope_test: str | None = None
+    out_of_scope: str | None = None
+    scope_method: str = "auto"
 
     def __post_init__(self) -> None:
         if (self.source is None) == (self.pretrained is None):

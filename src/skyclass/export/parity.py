@@ -59,8 +59,9 @@ def onnx_probabilities(
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
+    first = [session.get_outputs()[0].name]  # log_probs (not the scope / explanation outputs)
     out = [
-        session.run(None, {name: tensors[i : i + batch_size]})[0]
+        session.run(first, {name: tensors[i : i + batch_size]})[0]
         for i in range(0, len(tensors), batch_size)
     ]
     return np.exp(np.concatenate(out).astype(np.float64))

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.core.bundle import MANIFEST, ModelBundle, ModelFile, sha256_file
+from skyclass.core.bundle import MANIFEST, ModelBundle, ModelFile, load_bundle, sha256_file
 from skyclass.export.card import CardInputs, Example, render_card
 from skyclass.export.config import ExportConfig, ExportError
 from skyclass.export.images import (
@@ -38,6 +38,7 @@ from skyclass.export.parity import (
     torch_probabilities,
 )
 from skyclass.export.quantize import quantize_int8
+from skyclass.export.scope_step import add_extra_outputs, scope_step
 from skyclass.export.source import ExportSource, resolve_source
 from skyclass.outputs import make_temp_dir, publish_dir, write_text_atomic
 from skyclass.reporting.metrics import classification_metrics
@@ -173,6 +174,8 @@ def _export_and_compare(
             tmp / FP32_FILE, tmp / INT8_FILE, data.calibration.tensors, batch_size=config.batch_size
         )
         seconds["quantize_int8"] = time.perf_counter() - t
+    # logits / features / cam outputs for the scope score and explanations (log_probs as is)
+    add_extra_outputs([tmp / f for f in (FP32_FILE, INT8_FILE) if (tmp / f).is_file()])
     t = time.perf_counter()
     x, run = data.parity.tensors, {"batch_size": config.batch_size, "threads": config.threads}
     p_torch = torch_probabilities(source.module, x, config.batch_size)
@@ -288,6 +291,10 @@ def run_export(config: ExportConfig) -> ExportResult:
         seconds["total"] = time.perf_counter() - started
         card = _card(source, data, bundle, report, int8, p_fp32, notes, tmp, config, seconds)
         (tmp / CARD_FILE).write_text(card, encoding="utf-8")
+        t = time.perf_counter()
+        if scope_step(config, source, tmp) is not None:
+            seconds["scope"] = time.perf_counter() - t
+            bundle = load_bundle(tmp)
         if out.exists() and not config.force:
             raise ExportError(f"{out} exists; pass --force to replace it")
         publish_dir(tmp, out)

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
 import anyio
 import anyio.to_thread
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -33,8 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from skyclass import __version__
 from skyclass.core.decode_memory import HEAVY_DECODE_BYTES, decode_cost
 from skyclass.core.errors import EmptyImage, ImageError, ModelUnavailable
+from skyclass.core.explain import CannotExplain
 from skyclass.serve.body import MULTIPART, RAW_IMAGE_TYPES, RequestError, image_bytes
-from skyclass.serve.registry import ModelRegistry, UnknownModel
+from skyclass.serve.registry import ModelRegistry, UnknownModel, public_reason
 from skyclass.serve.settings import ALL_CLASSES_UP_TO, ServeSettings
 
 log = logging.getLogger(__name__)
@@ -57,13 +59,41 @@ class ModelRefOut(BaseModel):
     variant: str
 
 
+class ScopeOut(BaseModel):
+    score: float = Field(description="higher = more like the model's training photos")
+    threshold: float = Field(description="photos scoring below it are out of scope")
+    method: str = Field(description="how the score is computed (msp, energy, mahalanobis, ...)")
+
+
+class PeakOut(BaseModel):
+    x: float = Field(ge=0, le=1, description="fraction of the width")
+    y: float = Field(ge=0, le=1, description="fraction of the height")
+
+
+class ExplanationOut(BaseModel):
+    label: str = Field(description="the class whose activation map is shown")
+    method: str = Field(description="cam: the head's weights over the last feature map")
+    png_base64: str = Field(description="PNG of the map blended over the photo, base64")
+    width: int
+    height: int
+    peak: PeakOut = Field(description="where the map is highest")
+
+
 class ClassifyOut(BaseModel):
-    label: str = Field(description="the most likely class")
+    label: str | None = Field(
+        description="the most likely class; null when the photo is judged out of scope"
+    )
     confidence: float = Field(ge=0, le=1)
     probabilities: dict[str, float] = Field(
         description="all classes for models with up to 10, else the top-k, best first"
     )
     model: ModelRefOut
+    in_scope: bool | None = Field(
+        None, description="present when the model has a scope and rejection is on"
+    )
+    top_guess: str | None = Field(None, description="the most likely class, even out of scope")
+    scope: ScopeOut | None = None
+    explanation: ExplanationOut | None = Field(None, description="with ?explain=true")
 
 
 class ModelStateOut(BaseModel):
@@ -72,6 +102,9 @@ class ModelStateOut(BaseModel):
     state: Literal["not_loaded", "loaded", "failed"]
     error: str | None = None
     load_seconds: float | None = None
+    scope: str | None = Field(
+        None, description="once loaded: 'on (METHOD)', or 'off: WHY' (served without a scope)"
+    )
 
 
 class HealthOut(BaseModel):
@@ -90,6 +123,8 @@ class ModelInfoOut(BaseModel):
     sha256: str | None = None
     variant: str | None = None
     error: str | None = None
+    scope: str | None = Field(None, description="once loaded: 'on (METHOD)' or 'off: WHY'")
+    explain: bool | None = Field(None, description="once loaded: whether ?explain=true works")
 
 
 class ModelsOut(BaseModel):
@@ -171,7 +206,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         response.headers.update(getattr(exc, "headers", None) or {})
         return response
 
-    for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable):
+    for kind in (ImageError, RequestError, UnknownModel, ModelUnavailable, CannotExplain):
         app.add_exception_handler(kind, known_error)
 
     @app.exception_handler(StarletteHTTPException)
@@ -194,10 +229,36 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", "invalid request: " + "; ".join(parts))
 
 
+@dataclass(frozen=True)
+class _Options:
+    """Query options of /classify beyond top_k."""
+
+    reject: bool | None = Query(
+        None,
+        description="judge the photo's scope (default: SKYCLASS_REJECT_OUT_OF_SCOPE, on); "
+        "false gives the raw answer, as before scopes existed",
+    )
+    explain: bool = Query(
+        False, description="add a class activation map overlay (PNG, base64) to the answer"
+    )
+
+
+def _scope_state(registry: ModelRegistry, name: str) -> str | None:
+    """'on (METHOD)' or 'off: WHY' for a loaded model; None before it is loaded."""
+    if not registry.is_loaded(name):
+        return None
+    predictor = registry.get(name)
+    if predictor.scope is not None:
+        return f"on ({predictor.scope.method})"
+    return f"off: {public_reason(predictor.scope_error or 'no scope')}"
+
+
 # ---- the routes (module-level; what they serve comes from request.app.state) ---------------------
 
 
-async def _classify(request: Request, model: str | None, top_k: int | None) -> dict[str, Any]:
+async def _classify(
+    request: Request, model: str | None, top_k: int | None, options: _Options
+) -> dict[str, Any]:
     state = request.app.state
     registry: ModelRegistry = state.registry
     settings: ServeSettings = state.settings
@@ -208,7 +269,10 @@ async def _classify(request: Request, model: str | None, top_k: int | None) -> d
     predictor = await run_in_threadpool(registry.get, model)
     n = len(predictor.labels)
     k = top_k or (n if n <= ALL_CLASSES_UP_TO else settings.top_k)
-    run = functools.partial(predictor.predict, data, min(k, n))
+    reject = settings.reject_out_of_scope if options.reject is None else options.reject
+    run = functools.partial(
+        predictor.predict, data, min(k, n), reject=reject, explain=options.explain
+    )
     config = predictor.bundle.preprocess
     side = max(config.size)
     # Over the decode budget: a 413 now, before waiting for a prediction slot.
@@ -224,16 +288,21 @@ async def _classify(request: Request, model: str | None, top_k: int | None) -> d
 _TOP_K = Query(None, ge=1, le=1000, description="how many classes to return")
 
 
-async def classify_default(request: Request, top_k: int | None = _TOP_K) -> Any:
-    return await _classify(request, None, top_k)
+async def classify_default(
+    request: Request, top_k: int | None = _TOP_K, options: _Options = Depends()
+) -> Any:
+    return await _classify(request, None, top_k, options)
 
 
-async def classify_named(request: Request, model: str, top_k: int | None = _TOP_K) -> Any:
-    return await _classify(request, model, top_k)
+async def classify_named(
+    request: Request, model: str, top_k: int | None = _TOP_K, options: _Options = Depends()
+) -> Any:
+    return await _classify(request, model, top_k, options)
 
 
 def health(request: Request) -> JSONResponse:
-    states = request.app.state.registry.status()
+    registry: ModelRegistry = request.app.state.registry
+    states = registry.status()
     failed = [s for s in states if s.state == "failed"]
     status = "ok"
     if failed:
@@ -245,6 +314,7 @@ def health(request: Request) -> JSONResponse:
             state=s.state,
             error=s.error,
             load_seconds=s.load_seconds,
+            scope=_scope_state(registry, s.name),
         )
         for s in states
     ]
@@ -272,6 +342,9 @@ def models(request: Request) -> ModelsOut:
             info.version = bundle.version
             info.variant = variant
             info.sha256 = bundle.files[variant].sha256 if variant in bundle.files else None
+        if registry.is_loaded(state.name):
+            info.scope = _scope_state(registry, state.name)
+            info.explain = registry.get(state.name).can_explain
         out.append(info)
     return ModelsOut(default=registry.default_name, models=out)
 
@@ -283,7 +356,12 @@ def index(request: Request) -> HTMLResponse:
 def _add_routes(app: FastAPI) -> None:
     """The routes; ``/classify/`` is served as ``/classify`` (never a redirect to the Host header),
     and HEAD is answered where GET is (neither in the schema)."""
-    doc = {"response_model": ClassifyOut, "responses": _ERRORS, "openapi_extra": _CLASSIFY_BODY}
+    doc = {
+        "response_model": ClassifyOut,
+        "response_model_exclude_unset": True,
+        "responses": _ERRORS,
+        "openapi_extra": _CLASSIFY_BODY,
+    }
     hidden = {"include_in_schema": False}
     post, get, head = ["POST"], ["GET"], ["HEAD"]
     default_doc = {"summary": "Classify an image with the default model", **doc}

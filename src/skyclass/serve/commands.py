@@ -10,10 +10,14 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from skyclass.cli import fail as _fail
+
+if TYPE_CHECKING:
+    from skyclass.core.predictor import Prediction
 
 
 def resolve_model(value: str) -> Path:
@@ -129,6 +133,14 @@ def register(app: typer.Typer) -> None:
         top_k: int = typer.Option(
             None, "--top-k", min=1, help="classes to show (default: all up to 10, else 5)"
         ),
+        reject: bool = typer.Option(
+            True,
+            "--reject/--no-reject",
+            help="judge out-of-scope photos with the model's scope file (label: none)",
+        ),
+        explain: Path = typer.Option(
+            None, "--explain", help="write a class activation map overlay PNG per photo here"
+        ),
     ) -> None:
         """Classify image files and folders with a model folder (the bundled one by default)."""
         from skyclass.core.bundle import VARIANTS
@@ -150,12 +162,21 @@ def register(app: typer.Typer) -> None:
         k = min(top_k or (n if n <= ALL_CLASSES_UP_TO else 5), n)
         if not files:
             raise _fail("no image files found in the given folders")
+        if explain is not None and not predictor.can_explain:
+            raise _fail(
+                f"model {predictor.ref.name} cannot explain (no 'cam' output; re-export it)"
+            )
+        if explain is not None and explain.exists() and not explain.is_dir():
+            raise _fail(f"--explain {explain} exists and is not a folder")
 
         failed = 0
         rows: list[tuple[str, str, float, dict[str, float]]] = []
         for path in files:
             try:
-                result = predictor.predict(path.read_bytes(), top_k=k)
+                result = predictor.predict(
+                    path.read_bytes(), top_k=k, reject=reject, explain=explain is not None
+                )
+                overlay = _write_overlay(explain, path, result) if explain is not None else None
             except (ImageError, OSError) as exc:
                 failed += 1
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -168,15 +189,39 @@ def register(app: typer.Typer) -> None:
                     "confidence": result.confidence,
                     "probabilities": result.probabilities,
                 }
+                if result.scope is not None:
+                    line |= {"in_scope": result.in_scope, "top_guess": result.top_guess}
+                    line["scope"] = result.scope.to_dict()
+                if overlay is not None:
+                    line["explanation"] = str(overlay)
                 typer.echo(json.dumps(line))
             else:
-                rows.append((str(path), result.label, result.confidence, result.probabilities))
+                label = result.label or f"none of these (guess: {result.top_guess})"
+                rows.append((str(path), label, result.confidence, result.probabilities))
 
         if not as_json:
             _print_table(rows, predictor.ref.name, predictor.ref.version, predictor.variant)
         if failed:
             typer.echo(f"{failed} of {len(files)} files could not be classified", err=True)
             raise typer.Exit(1)
+
+
+def _write_overlay(folder: Path, photo: Path, result: Prediction) -> Path:
+    """``folder/<photo stem>.cam.png``, written atomically; an existing file is never replaced
+    (a numbered name is taken instead)."""
+    import os
+
+    assert result.explanation is not None
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{photo.stem}.cam.png"
+    n = 1
+    while out.exists():
+        n += 1
+        out = folder / f"{photo.stem}.{n}.cam.png"
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(result.explanation.png)
+    os.replace(tmp, out)
+    return out
 
 
 def _print_table(

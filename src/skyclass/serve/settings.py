@@ -18,6 +18,8 @@ Environment (all optional):
                             (5), SKYCLASS_MAX_CONNECTIONS (256): ``skyclass serve`` only
     SKYCLASS_BASE_PATH      a custom-domain base path stripped on Lambda (``/v1``)
     SKYCLASS_MODEL_CACHE    where S3 model archives are unpacked (/tmp/skyclass-models)
+    SKYCLASS_REJECT_OUT_OF_SCOPE  1 (default): a photo a model's scope file judges out of scope
+                            gets ``label: null``; 0: answers as before scopes (``?reject=`` wins)
     MODEL_S3_URI            s3://bucket/key.tar.gz of a model folder; it becomes the default model
     MODEL_SHA256            the archive's expected sha256 (checked when given)
 """
@@ -122,6 +124,8 @@ class ServeSettings:
     max_connections: int = 256
     #: A custom-domain base path stripped from Lambda paths (``/v1``); ``/`` for none.
     base_path: str = "/"
+    #: Models with a scope file answer ``label: null`` for out-of-scope photos (request: ?reject=).
+    reject_out_of_scope: bool = True
 
     def __post_init__(self) -> None:
         if self.variant is not None and self.variant not in VARIANTS:
@@ -205,4 +209,16 @@ class ServeSettings:
             max_connections=number("SKYCLASS_MAX_CONNECTIONS", 256),
             base_path=text("SKYCLASS_BASE_PATH") or "/",
             model_cache=Path(c) if (c := text("SKYCLASS_MODEL_CACHE")) else None,
+            reject_out_of_scope=_flag(text("SKYCLASS_REJECT_OUT_OF_SCOPE"), True),
         )
+
+
+def _flag(value: str | None, default: bool) -> bool:
+    """1/true/yes/on or 0/false/no/off (any case); the default when unset."""
+    if value is None:
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"SKYCLASS_REJECT_OUT_OF_SCOPE must be 1 or 0, got {value!r}")
