@@ -176,7 +176,7 @@ def _run_lr_find(
     import torch
 
     from skyclass.data.dataset import DataError, ImageDataset, load_images
-    from skyclass.data.transforms import build_train_transform, train_input
+    from skyclass.data.transforms import build_train_transform, train_cache_tag, train_input
     from skyclass.model import build_model, load_checkpoint, set_trainable
     from skyclass.outputs import write_text_atomic
     from skyclass.train.fit import _train_loader, check_data, preprocess_config
@@ -201,7 +201,7 @@ def _run_lr_find(
     imgs = load_images(
         files,
         lambda b: train_input(b, pre, cfg.augment),
-        tag=f"train-{cfg.augment.cache_size}-{pre.interpolation}-{pre.draft}",
+        tag=train_cache_tag(pre, cfg.augment),
         cache_dir=cfg.cache_dir,
         progress=progress,
         desc="decode train",

@@ -32,6 +32,7 @@ from skyclass.data.transforms import (
     build_train_transform,
     eval_cache_tag,
     eval_input,
+    train_cache_tag,
     train_input,
 )
 from skyclass.train.config import TrainConfig, config_from_dict
@@ -184,13 +185,14 @@ def prefix_features(
     """Outputs of ``model.features[:block]`` (eval mode, no grad) for every item of ``ds``."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
+
+    from skyclass.progress import progress_bar
 
     model.eval()
     out = []
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
-        for x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for x, _ in progress_bar(loader, desc=desc, unit="batch", enabled=progress):
             out.append(model.features[:block](x))
     return torch.cat(out)
 
@@ -276,8 +278,9 @@ def fit(
     train_imgs = load_images(
         data.train.files(),
         lambda b: train_input(b, pre, config.augment),
-        tag=f"train-{config.augment.cache_size}-{pre.interpolation}-{pre.draft}",
+        tag=train_cache_tag(pre, config.augment),
         cache_dir=config.cache_dir,
+        memory_budget_mb=config.cache_memory_mb,
         progress=progress,
         desc="decode train",
     )
@@ -287,6 +290,7 @@ def fit(
         lambda b: eval_input(b, pre),
         tag=test_tag,
         cache_dir=config.cache_dir,
+        memory_budget_mb=config.cache_memory_mb,
         progress=progress,
         desc="decode val",
     )
@@ -502,6 +506,7 @@ def fit(
                 lambda b: eval_input(b, pre),
                 tag=test_tag,
                 cache_dir=config.cache_dir,
+                memory_budget_mb=config.cache_memory_mb,
                 progress=progress,
                 desc=f"decode {split}",
             )
