@@ -241,6 +241,7 @@ def fit(
     from skyclass.train.loop import evaluate, train_one_epoch
     from skyclass.train.lr_find import lr_find, plot_lr_find
     from skyclass.train.reports import plot_curves, write_eval_reports
+    from skyclass.train.reproducibility import make_deterministic, run_environment
     from skyclass.train.schedule import (
         first_trainable_block,
         make_optimizer,
@@ -271,7 +272,7 @@ def fit(
             raise DataError(f"weights file not found: {config.weights}")
         run_dir = prepare_run_dir(config, force=force)
         write_text_atomic(run_dir / "config.json", config.to_json())
-    torch.set_num_threads(config.num_threads)
+    make_deterministic(config.seed, config.num_threads)
     pre = preprocess_config(config)
     names = list(data.class_names)
 
@@ -491,6 +492,7 @@ def fit(
         "images_per_s": _stage_speeds(history),
         "wall_seconds_this_session": time.perf_counter() - wall_start,
         "feature_cache_seconds": cache_seconds,
+        "environment": run_environment(config.workers),
     }
     eval_ckpt = load_checkpoint(best_path)
     model.load_state_dict(eval_ckpt["model"])
