@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +96,15 @@ def test_truncated_entry_is_decoded_again(photos: list[Path], tmp_path: Path) ->
     imgs = load_images([f], _decode, tag=TAG, cache_dir=tmp_path, progress=False)
     assert np.array_equal(imgs[0], _decode(f.read_bytes()))
     assert entry.read_bytes() == whole
+
+
+def test_stale_temporary_entries_are_removed(photos: list[Path], tmp_path: Path) -> None:
+    old, fresh = tmp_path / ".abc.123.tmp.npy", tmp_path / ".def.456.tmp.npy"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"being written")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    load_images(photos[:1], _decode, tag=TAG, cache_dir=tmp_path, progress=False)
+    assert not old.exists() and fresh.exists()
 
 
 def test_key_names_every_setting_of_the_pixels(photos: list[Path]) -> None:

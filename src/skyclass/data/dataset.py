@@ -12,8 +12,9 @@ import hashlib
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -152,6 +153,18 @@ def _entry_ok(path: Path) -> bool:
         return False
 
 
+#: A temporary entry older than this was left by a killed process: removed by the next build.
+STALE_TMP_S = 3600.0
+
+
+def _remove_stale_temps(cache: Path) -> None:
+    now = time.time()
+    for tmp in cache.glob(".*.tmp.npy"):
+        with suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
+
+
 def _write_entry(target: Path, arr: np.ndarray) -> None:
     """Atomic: a reader (another rank, a later run) sees the whole file or none."""
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
@@ -239,6 +252,7 @@ def load_images(
     entries: list[Path | None] = []
     used, hits, full = 0, 0, False
     with _build_lock(cache, lock_name):
+        _remove_stale_temps(cache)
         for f in progress_bar(files, desc=desc, unit="img", enabled=progress):
             data = _read(f)
             target = cache / f"{cache_key(data, tag)}.npy"
