@@ -202,14 +202,15 @@ def run(
     return rows
 
 
-def rows(data_root: Path, work: Path, quick: bool = False) -> list[Any]:
-    """Benchmark-table rows (``benchmarks.report.Row``) for benchmarks/run.py."""
+def rows(ctx: Any) -> list[Any]:
+    """Table rows for benchmarks/run.py (``benchmarks.context.Context``)."""
     from benchmarks.report import Row, na, verdict
 
     section = "Data pipeline at scale (benchmarks/data_scale.py)"
-    if quick:
+    if ctx.opt.quick:
         return [Row(section, "peak RSS at 2k vs 20k photos", na("skipped in --quick"))]
-    result = run(data_root, work / "data-scale")
+    result = run(ctx.opt.data_root, ctx.opt.work / "data-scale")
+    ctx.raw["data_scale"] = result
     by = {r["set"]: r for r in result}
     small, big = by["2k, disk cache"], by["20k, disk cache"]
     growth = big["peak_rss_mb"] / small["peak_rss_mb"]
@@ -225,7 +226,7 @@ def rows(data_root: Path, work: Path, quick: bool = False) -> list[Any]:
     out.append(
         Row(
             section,
-            "peak RSS, 20k vs 2k photos",
+            "peak RSS, 20k vs 2k photos (disk cache)",
             f"{growth:.2f}x",
             target="flat (not 10x)",
             met=verdict(growth < 1.5, f"{growth:.1f}x"),

@@ -92,3 +92,4 @@ def test_fresh_processes_cold_and_warm_caches_give_identical_weights(tmp_path: P
     assert env["torch"] == torch.__version__ and env["num_threads"] == 2
     assert env["deterministic_algorithms"] is True and env["cpu_model"]
     assert "cpu_capability" in env and "depends_on" in env
+    assert env["versions"]["pillow"] and isinstance(env["cpu_isa_flags"], list)

@@ -26,12 +26,24 @@ VERSIONED = (
     "albucore",
     "opencv-python-headless",
 )
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: Environment variables that change threads or the kernels chosen (and so the arithmetic).
+KERNEL_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+)
+#: CPU features that select different oneDNN convolution kernels. Measured: the same tiny run
+#: with oneDNN held to AVX2 on an AVX-512 machine gives other weights (37 of 314 tensors).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 DEPENDS_ON = (
     "config (seed, stages, batch sizes, workers), the data files' bytes, the library versions "
-    "listed, the number of torch threads, and the CPU's instruction set (cpu_capability) or "
-    "the GPU model; the same on all of these gives bit-identical weights on CPU"
+    "listed, the number of torch threads, and the CPU's instruction set (cpu_isa_flags: "
+    "oneDNN picks its convolution kernels by it) or the GPU model; the same on all of these "
+    "gives bit-identical weights on CPU"
 )
 
 
@@ -67,6 +79,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpu_isa_flags() -> list[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -86,9 +110,10 @@ def run_environment(workers: int = 0) -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_isa_flags": _cpu_isa_flags(),
         "num_threads": torch.get_num_threads(),
         "num_interop_threads": torch.get_num_interop_threads(),
-        "thread_variables": {k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ},
+        "kernel_variables": {k: os.environ[k] for k in KERNEL_VARIABLES if k in os.environ},
         "dataloader_workers": workers,
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
