@@ -149,3 +149,25 @@ def test_two_processes_share_one_cache_one_decodes(photos: list[Path], tmp_path:
     assert results[0][2] == results[1][2] == _decode(photos[3].read_bytes()).tobytes()
     assert sorted(p.stem for p in tmp_path.glob("*.npy")) == sorted(results[0][1])
     assert not list(tmp_path.glob(".*.tmp.npy"))
+
+
+def test_dataloader_workers_read_disk_entries_as_the_main_process_does(
+    photos: list[Path], tmp_path: Path
+) -> None:
+    """Spawned workers (macOS's and Windows' default) get the images by pickling: the paths of
+    the entries, not the pixels."""
+    import pickle
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from skyclass.data.transforms import build_test_transform
+
+    imgs = load_images(
+        photos, _decode, tag=TAG, cache_dir=tmp_path, progress=False, memory_budget_mb=0
+    )
+    assert len(pickle.dumps(imgs)) < 20_000  # paths only; the pixels are 330 kB
+    ds = ImageDataset(imgs, list(range(len(photos))), build_test_transform(PRE))
+    ref = torch.cat([x for x, _ in DataLoader(ds, batch_size=4)])
+    spawned = DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context="spawn")
+    assert torch.equal(torch.cat([x for x, _ in spawned]), ref)
