@@ -40,7 +40,8 @@ def progress_mode(stream: IO[str] | None = None) -> str:
 
 class LineProgress(Iterable[T]):
     """tqdm's interface as far as skyclass uses it (iterate, ``set_postfix``, ``update``,
-    ``close``), writing whole lines only."""
+    ``close``, ``total``), writing whole lines only (none when ``stream`` is None). It needs no
+    tqdm, so a disabled bar works where only the serve dependencies are installed."""
 
     def __init__(
         self,
@@ -50,7 +51,7 @@ class LineProgress(Iterable[T]):
         desc: str,
         unit: str,
         leave: bool,
-        stream: IO[str],
+        stream: IO[str] | None,
     ) -> None:
         self.iterable = iterable
         self.total = total if total is not None else _len(iterable)
@@ -100,6 +101,8 @@ class LineProgress(Iterable[T]):
         return f"{self.n}{of} {self.unit}"
 
     def _write(self, text: str) -> None:
+        if self.stream is None:  # disabled
+            return
         self.stream.write(f"{self.desc}: {text}\n" if self.desc else f"{text}\n")
         self.stream.flush()
 
@@ -122,15 +125,15 @@ def progress_bar(
     stream: IO[str] | None = None,
 ) -> Any:
     """A tqdm bar on a terminal, a :class:`LineProgress` elsewhere, a silent one when disabled
-    (or ``SKYCLASS_PROGRESS=off``). Iterate it, or call ``update(n)`` and ``close()``."""
+    (or ``SKYCLASS_PROGRESS=off``). Iterate it, or call ``update(n)`` and ``close()``; it is
+    also a context manager."""
     out = stream if stream is not None else sys.stderr
     mode = progress_mode(out) if enabled else "off"
     if mode == "bars":
         from tqdm import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, file=out)
-    if mode == "off":
-        from tqdm import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=True)
-    return LineProgress(iterable, total=total, desc=desc, unit=unit, leave=leave, stream=out)
+    silent = mode == "off"
+    return LineProgress(
+        iterable, total=total, desc=desc, unit=unit, leave=leave, stream=None if silent else out
+    )
