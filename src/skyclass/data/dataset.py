@@ -1,8 +1,9 @@
 """Manifests (CSV: path,label,group) and a torch Dataset over decoded, cached images.
 
 Images are decoded once with the serving code (``load_resized``: EXIF-transposed RGB, antialiased
-resize) by :func:`skyclass.data.image_cache.load_images`: a disk cache of ``.npy`` entries with a
-memory budget, so memory does not grow with the number of photos.
+resize) by :func:`load_images` into a disk cache of ``.npy`` entries (content + settings keyed,
+shared by processes) and read back beyond a memory budget, so memory does not grow with the
+number of photos.
 """
 
 from __future__ import annotations

@@ -173,7 +173,6 @@ def register(app: typer.Typer) -> None:
 def _run_lr_find(
     cfg: Any, stage: Any, checkpoint: Path | None, num_iter: int | None, png: Path, progress: bool
 ) -> Any:
-
     from skyclass.data.dataset import DataError, ImageDataset, load_images
     from skyclass.data.transforms import build_train_transform, train_cache_tag, train_input
     from skyclass.model import build_model, load_checkpoint, set_trainable
