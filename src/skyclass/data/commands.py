@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -28,11 +29,10 @@ def audit(
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
 ) -> None:
     """Audit an image folder (never modifies it): audit.json, report.html, clean.csv, plots."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
     from skyclass.data.audit import AuditConfig, AuditInputError, run_audit
     from skyclass.data.report import write_outputs
     from skyclass.outputs import OutputExists, check_output
+    from skyclass.progress import progress_bar
 
     try:
         check_output(out, force)
@@ -47,19 +47,8 @@ def audit(
             drop_label_conflicts=not keep_conflicts,
             workers=workers,
         )
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            transient=True,
-        ) as bar:
-            task = bar.add_task("auditing", total=None)
-            report = run_audit(
-                config,
-                progress=lambda n: bar.advance(task, n),
-                total=lambda n: bar.update(task, total=n),
-            )
+        with progress_bar(desc="auditing", unit="img") as bar:
+            report = run_audit(config, progress=bar.update, total=_set_total(bar))
         write_outputs(report, out, force=force)
     except (AuditInputError, OutputExists) as exc:
         raise _fail(str(exc), exc.exit_code) from None
@@ -210,3 +199,14 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
     app.command("label-issues")(label_issues)
     app.command("split")(split)
+
+
+def _set_total(bar: Any) -> Any:
+    """A ``total`` callback for :func:`run_audit` that sizes a progress bar once it is known."""
+
+    def set_total(n: int) -> None:
+        bar.total = n
+        if hasattr(bar, "refresh"):
+            bar.refresh()
+
+    return set_total

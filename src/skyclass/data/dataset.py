@@ -1,8 +1,9 @@
 """Manifests (CSV: path,label,group) and a torch Dataset over decoded, cached images.
 
 Images are decoded once with the serving code (``load_resized``: EXIF-transposed RGB, antialiased
-resize) and kept as uint8 arrays in memory, optionally also on disk as ``.npy`` files keyed by the
-file's sha256 and the decode settings, so a second run starts in seconds.
+resize) by :func:`load_images` into a disk cache of ``.npy`` entries (content + settings keyed,
+shared by processes) and read back beyond a memory budget, so memory does not grow with the
+number of photos.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import math
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
 from skyclass.core.preprocess import IMAGE_SUFFIXES
+from skyclass.progress import progress_bar
 from skyclass.reporting.cells import from_spreadsheet_safe
 
 log = logging.getLogger(__name__)
@@ -123,10 +128,106 @@ def _cell(row: dict[str, str], column: str) -> str:
     return from_spreadsheet_safe((row.get(column) or "").strip())
 
 
-def _cache_key(data: bytes, tag: str) -> str:
+#: Part of every cache key besides the caller's tag: bump it when the decoded pixels of the same
+#: bytes and settings change (decode, EXIF, alpha handling, resize), so an old cache is not reused.
+CACHE_FORMAT = 2
+#: Decoded images held in RAM by default; the rest is read back from the disk cache on access.
+DEFAULT_MEMORY_BUDGET_MB = 1024.0
+
+
+def cache_key(data: bytes, tag: str) -> str:
+    """Content + settings key of a decoded image: sha256 of the bytes, the caller's tag (size,
+    interpolation, draft, background), the cache format and Pillow's version (its decoders and
+    resize filters define the pixels)."""
+    import PIL
+
     h = hashlib.sha256(data)
-    h.update(tag.encode())
+    h.update(f"{tag}|v{CACHE_FORMAT}|pillow-{PIL.__version__}".encode())
     return h.hexdigest()[:32]
+
+
+def _entry_ok(path: Path) -> bool:
+    """A complete ``.npy`` file: its header parses and the file holds all the array's bytes."""
+    try:
+        with path.open("rb") as fh:
+            fmt = np.lib.format
+            major, _ = fmt.read_magic(fh)
+            read_header = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            need = fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+        return path.stat().st_size == need
+    except (OSError, ValueError):
+        return False
+
+
+#: A temporary entry older than this was left by a killed process: removed by the next build.
+STALE_TMP_S = 3600.0
+
+
+def _remove_stale_temps(cache: Path) -> None:
+    now = time.time()
+    for tmp in cache.glob(".*.tmp.npy"):
+        with suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink()
+
+
+def _write_entry(target: Path, arr: np.ndarray) -> None:
+    """Atomic: a reader (another rank, a later run) sees the whole file or none."""
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, target)
+
+
+@contextmanager
+def _build_lock(cache: Path, name: str) -> Iterator[None]:
+    """Exclusive lock per (cache dir, files + tag): ranks sharing a cache wait while the first
+    one decodes, then find every entry written. Without fcntl (Windows) each entry is still
+    written atomically by whoever gets there first."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        yield
+        return
+    with (cache / f".build-{name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class DecodedImages(Sequence[np.ndarray]):
+    """Decoded uint8 images by index: those within the memory budget held in RAM, the rest
+    read back from their ``.npy`` cache entry on each access (the page cache keeps hot ones
+    fast without counting against the process's memory)."""
+
+    def __init__(self, held: list[np.ndarray | None], entries: list[Path | None]) -> None:
+        self._held = held
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @overload
+    def __getitem__(self, i: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, i: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        arr = self._held[i]
+        if arr is not None:
+            return arr
+        entry = self._entries[i]
+        assert entry is not None
+        return np.load(entry)
+
+    @property
+    def in_memory(self) -> int:
+        """How many images are held in RAM."""
+        return sum(a is not None for a in self._held)
 
 
 def load_images(
@@ -137,45 +238,79 @@ def load_images(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     desc: str = "decode",
-) -> list[np.ndarray]:
-    """Decode every file with ``decode`` (bytes -> uint8 HWC), using an on-disk npy cache.
+    memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB,
+) -> DecodedImages:
+    """Decode every file with ``decode`` (bytes -> uint8 HWC) into a disk cache of ``.npy``
+    entries keyed by :func:`cache_key`, written once and read back afterwards.
 
-    ``tag`` names the decode settings (size, interpolation, draft): it is part of the cache key.
-    A file that cannot be decoded raises DataError naming it, before any training starts.
+    Images are held in RAM in file order until ``memory_budget_mb`` is used up (None: all of
+    them); the others are read from the cache on access, so memory stays flat as the set grows.
+    Without ``cache_dir`` everything is held in RAM. ``tag`` names the decode settings. A file
+    that cannot be decoded raises DataError naming it, before any training starts. Several
+    processes may share one cache dir (see :func:`_build_lock`).
     """
-    from tqdm import tqdm
+    if cache_dir is None:
+        return _decode_all(files, decode, progress=progress, desc=desc)
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    budget = math.inf if memory_budget_mb is None else memory_budget_mb * 2**20
+    lock_name = hashlib.sha256("\n".join([tag, *map(str, files)]).encode()).hexdigest()[:16]
+    held: list[np.ndarray | None] = []
+    entries: list[Path | None] = []
+    used, hits, full = 0, 0, False
+    with _build_lock(cache, lock_name):
+        _remove_stale_temps(cache)
+        for f in progress_bar(files, desc=desc, unit="img", enabled=progress):
+            data = _read(f)
+            target = cache / f"{cache_key(data, tag)}.npy"
+            arr = None
+            if _entry_ok(target):
+                hits += 1
+            else:
+                arr = _decode(f, data, decode)
+                _write_entry(target, arr)
+            entries.append(target)
+            if arr is None and not full:
+                arr = np.load(target)
+            if arr is not None and not full and used + arr.nbytes <= budget:
+                used += arr.nbytes
+                held.append(arr)
+            else:
+                # Same-size images: once one does not fit, none will.
+                full = full or arr is not None
+                held.append(None)
+    images = DecodedImages(held, entries)
+    log.info(
+        "%s: %d images, %d from cache, %d held in RAM (%.0f MB)",
+        desc, len(files), hits, images.in_memory, used / 2**20,
+    )  # fmt: skip
+    return images
 
+
+def _read(f: Path) -> bytes:
+    try:
+        return Path(f).read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {f}: {exc.strerror or exc}") from exc
+
+
+def _decode(f: Path, data: bytes, decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
     from skyclass.core.errors import ImageError
 
-    cache = Path(cache_dir) if cache_dir else None
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-    out: list[np.ndarray] = []
-    hits = 0
-    for f in tqdm(files, desc=desc, unit="img", disable=not progress, leave=False):
-        try:
-            data = Path(f).read_bytes()
-        except OSError as exc:
-            raise DataError(f"cannot read {f}: {exc.strerror or exc}") from exc
-        target = cache / f"{_cache_key(data, tag)}.npy" if cache is not None else None
-        if target is not None and target.is_file():
-            try:
-                out.append(np.load(target))
-                hits += 1
-                continue
-            except (OSError, ValueError):
-                log.warning("cache entry %s unreadable; decoding again", target)
-        try:
-            arr = decode(data)
-        except ImageError as exc:
-            raise DataError(f"cannot decode {f}: {exc}") from exc
-        if target is not None:
-            tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, target)
-        out.append(arr)
-    log.info("%s: %d images, %d from cache", desc, len(out), hits)
-    return out
+    try:
+        return decode(data)
+    except ImageError as exc:
+        raise DataError(f"cannot decode {f}: {exc}") from exc
+
+
+def _decode_all(
+    files: Sequence[Path], decode: Callable[[bytes], np.ndarray], *, progress: bool, desc: str
+) -> DecodedImages:
+    arrays: list[np.ndarray | None] = [
+        _decode(f, _read(f), decode)
+        for f in progress_bar(files, desc=desc, unit="img", enabled=progress)
+    ]
+    return DecodedImages(arrays, [None] * len(arrays))
 
 
 class ImageDataset:

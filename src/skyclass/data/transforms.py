@@ -47,8 +47,16 @@ class AugmentConfig:
 
 
 def eval_cache_tag(pre: PreprocessConfig) -> str:
-    """The decoded-image cache tag of :func:`eval_input` under ``pre`` (one tag, every caller)."""
-    return f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}"
+    """The decoded-image cache tag of :func:`eval_input` under ``pre`` (one tag, every caller):
+    every setting the decoded pixels depend on."""
+    bg = "-".join(map(str, pre.background))
+    return f"test-{pre.size[0]}x{pre.size[1]}-{pre.interpolation}-{pre.draft}-bg{bg}"
+
+
+def train_cache_tag(pre: PreprocessConfig, aug: AugmentConfig) -> str:
+    """The decoded-image cache tag of :func:`train_input` under ``pre`` and ``aug``."""
+    bg = "-".join(map(str, pre.background))
+    return f"train-{aug.cache_size}-{pre.interpolation}-{pre.draft}-bg{bg}"
 
 
 def eval_input(data: bytes, pre: PreprocessConfig) -> np.ndarray:

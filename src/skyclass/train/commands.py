@@ -173,18 +173,17 @@ def register(app: typer.Typer) -> None:
 def _run_lr_find(
     cfg: Any, stage: Any, checkpoint: Path | None, num_iter: int | None, png: Path, progress: bool
 ) -> Any:
-    import torch
-
     from skyclass.data.dataset import DataError, ImageDataset, load_images
-    from skyclass.data.transforms import build_train_transform, train_input
+    from skyclass.data.transforms import build_train_transform, train_cache_tag, train_input
     from skyclass.model import build_model, load_checkpoint, set_trainable
     from skyclass.outputs import write_text_atomic
     from skyclass.train.fit import _train_loader, check_data, preprocess_config
     from skyclass.train.lr_find import lr_find, plot_lr_find
+    from skyclass.train.reproducibility import make_deterministic
     from skyclass.train.schedule import first_trainable_block
 
     data = check_data(cfg)
-    torch.set_num_threads(cfg.num_threads)
+    make_deterministic(cfg.seed, cfg.num_threads)
     pre = preprocess_config(cfg)
     model = build_model(len(data.class_names), weights=cfg.weights, dropout=cfg.dropout)
     if checkpoint is not None:
@@ -201,7 +200,7 @@ def _run_lr_find(
     imgs = load_images(
         files,
         lambda b: train_input(b, pre, cfg.augment),
-        tag=f"train-{cfg.augment.cache_size}-{pre.interpolation}-{pre.draft}",
+        tag=train_cache_tag(pre, cfg.augment),
         cache_dir=cfg.cache_dir,
         progress=progress,
         desc="decode train",

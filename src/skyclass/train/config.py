@@ -90,6 +90,9 @@ class TrainConfig:
     max_steps: int | None = None
     #: On-disk cache of decoded, resized images (npy keyed by file sha256); None = memory only.
     cache_dir: str | None = ".cache/skyclass"
+    #: Decoded images held in RAM per split (MB); the rest is read back from ``cache_dir`` on
+    #: each access, so memory does not grow with the number of photos.
+    cache_memory_mb: float = 1024.0
     epochs_scale: float = 1.0
     #: Speed on CPUs: when > 0, the frozen prefix ``features[:feature_cache_block]`` (frozen in
     #: every stage, BatchNorm in eval mode, so deterministic) is run once on this many augmented
@@ -126,6 +129,8 @@ class TrainConfig:
             raise ConfigError("batch sizes must be >= 1")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError("max_steps must be >= 1")
+        if self.cache_memory_mb < 0:
+            raise ConfigError(f"cache_memory_mb must be >= 0, got {self.cache_memory_mb}")
         if self.epochs_scale <= 0:
             raise ConfigError("epochs_scale must be > 0")
         if not 0 <= self.label_smoothing < 1:

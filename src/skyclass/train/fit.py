@@ -32,6 +32,7 @@ from skyclass.data.transforms import (
     build_train_transform,
     eval_cache_tag,
     eval_input,
+    train_cache_tag,
     train_input,
 )
 from skyclass.train.config import TrainConfig, config_from_dict
@@ -185,13 +186,14 @@ def prefix_features(
     """Outputs of ``model.features[:block]`` (eval mode, no grad) for every item of ``ds``."""
     import torch
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
+
+    from skyclass.progress import progress_bar
 
     model.eval()
     out = []
     loader = DataLoader(_as_dataset(ds), batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
-        for x, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress, leave=False):
+        for x, _ in progress_bar(loader, desc=desc, unit="batch", enabled=progress):
             out.append(model.features[:block](x))
     return torch.cat(out)
 
@@ -248,6 +250,7 @@ def fit(
     from skyclass.train.loop import evaluate, train_one_epoch
     from skyclass.train.lr_find import lr_find, plot_lr_find
     from skyclass.train.reports import plot_curves, write_eval_reports
+    from skyclass.train.reproducibility import make_deterministic, run_environment
     from skyclass.train.schedule import (
         first_trainable_block,
         make_optimizer,
@@ -278,15 +281,16 @@ def fit(
             raise DataError(f"weights file not found: {config.weights}")
         run_dir = prepare_run_dir(config, force=force)
         write_text_atomic(run_dir / "config.json", config.to_json())
-    torch.set_num_threads(config.num_threads)
+    make_deterministic(config.seed, config.num_threads)
     pre = preprocess_config(config)
     names = list(data.class_names)
 
     train_imgs = load_images(
         data.train.files(),
         lambda b: train_input(b, pre, config.augment),
-        tag=f"train-{config.augment.cache_size}-{pre.interpolation}-{pre.draft}",
+        tag=train_cache_tag(pre, config.augment),
         cache_dir=config.cache_dir,
+        memory_budget_mb=config.cache_memory_mb,
         progress=progress,
         desc="decode train",
     )
@@ -296,6 +300,7 @@ def fit(
         lambda b: eval_input(b, pre),
         tag=test_tag,
         cache_dir=config.cache_dir,
+        memory_budget_mb=config.cache_memory_mb,
         progress=progress,
         desc="decode val",
     )
@@ -496,6 +501,7 @@ def fit(
         "images_per_s": _stage_speeds(history),
         "wall_seconds_this_session": time.perf_counter() - wall_start,
         "feature_cache_seconds": cache_seconds,
+        "environment": run_environment(config.workers),
     }
     eval_ckpt = load_checkpoint(best_path)
     model.load_state_dict(eval_ckpt["model"])
@@ -511,6 +517,7 @@ def fit(
                 lambda b: eval_input(b, pre),
                 tag=test_tag,
                 cache_dir=config.cache_dir,
+                memory_budget_mb=config.cache_memory_mb,
                 progress=progress,
                 desc=f"decode {split}",
             )

@@ -171,11 +171,10 @@ def _batch_runner(config: LabelIssueConfig) -> Callable[[np.ndarray], np.ndarray
 
 def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = True) -> np.ndarray:
     """Frozen backbone embeddings (N, 1280): pooled ``features`` of the image and its mirror."""
-    from tqdm import tqdm
-
     from skyclass.core.preprocess import PreprocessConfig
     from skyclass.data.dataset import load_images
     from skyclass.data.transforms import build_test_transform, eval_cache_tag, eval_input
+    from skyclass.progress import progress_bar
 
     pre = PreprocessConfig(size=(config.image_size, config.image_size))
     images = load_images(
@@ -190,7 +189,7 @@ def embed(files: Sequence[Path], config: LabelIssueConfig, *, progress: bool = T
     tf = build_test_transform(pre)
     out = []
     steps = range(0, len(images), config.batch_size)
-    for s in tqdm(steps, desc="embed", unit="batch", disable=not progress, leave=False):
+    for s in progress_bar(steps, desc="embed", unit="batch", enabled=progress):
         batch = images[s : s + config.batch_size]
         out.append(run(np.stack([tf(image=im)["image"].numpy() for im in batch])))
     return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)

@@ -56,9 +56,11 @@ def forward(model: nn.Module, x: Any, first_trainable: int = 0, start_block: int
 
 
 def _progress(iterable: Iterable, total: int, desc: str, enabled: bool, leave: bool = False) -> Any:
-    from tqdm import tqdm
+    from skyclass.progress import progress_bar
 
-    return tqdm(iterable, total=total, desc=desc, unit="batch", disable=not enabled, leave=leave)
+    return progress_bar(
+        iterable, total=total, desc=desc, unit="batch", enabled=enabled, leave=leave
+    )
 
 
 def _loss(out: Any, y: Any, class_weights: Any | None, label_smoothing: float) -> Any:

@@ -92,7 +92,8 @@ def lr_find(
     """Sweep the rate exponentially over ``num_iter`` batches; stop when the smoothed loss
     exceeds ``diverge`` x its best. Model weights and buffers are restored at the end."""
     import torch.nn.functional as F
-    from tqdm import tqdm
+
+    from skyclass.progress import progress_bar
 
     n = num_iter or config.num_iter
     saved = copy.deepcopy(model.state_dict())
@@ -104,7 +105,7 @@ def lr_find(
     train_mode(model)
     batches = _cycle(loader)
     try:
-        for i in tqdm(range(n), desc=f"lr-find {stage.name}", disable=not progress, leave=False):
+        for i in progress_bar(range(n), desc=f"lr-find {stage.name}", enabled=progress):
             lr = config.start_lr * ratio ** (i / max(n - 1, 1))
             for g in optimizer.param_groups:
                 g["lr"] = lr
