@@ -74,10 +74,6 @@ def train_mode(model: nn.Module) -> None:
             block.eval()
 
 
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
 def load_trained(checkpoint: str | Path) -> tuple[nn.Module, dict]:
     """Rebuild a trained model from a skyclass checkpoint; returns (model in eval mode, checkpoint).
 

@@ -63,7 +63,3 @@ def steps_per_epoch(n_items: int, batch_size: int, max_steps: int | None) -> int
     if max_steps is not None:
         steps = min(steps, max_steps)
     return max(steps, 1)
-
-
-def epochs_before(stage_epochs: list[int], stage_index: int) -> int:
-    return sum(stage_epochs[:stage_index])
