@@ -1,5 +1,5 @@
-"""Where training runs: device, precision, process and rendezvous rules, as pure functions (CUDA and
-MPS included, on a CPU machine), and the one-line refusals of the CLI, before anything is written."""
+"""Where training runs: device, precision, process and rendezvous rules as pure functions (CUDA
+and MPS included, on a CPU machine), and the CLI's one-line refusals, before anything is written."""
 
 from __future__ import annotations
 
@@ -250,3 +250,28 @@ def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="trained with 2 process"):
         fit(cfg, resume=tmp_path / "r", progress=False)
     assert sorted(p.name for p in (tmp_path / "r").rglob("*")) == before
+
+
+def test_nproc_per_node_hands_the_same_command_to_torchrun(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from skyclass.train import launch
+
+    seen: dict = {}
+
+    def fake_hand_over(nproc: int, cli_args: list[str]) -> int:
+        seen["args"] = launch.torchrun_args(nproc, cli_args)
+        return 0
+
+    monkeypatch.setattr(launch, "hand_over", fake_hand_over)
+    args = ["train", "--config", str(config_file), "--nproc-per-node", "2", "--seed", "3"]
+    res = CliRunner().invoke(build_app(), [*args, "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    forwarded = seen["args"]
+    assert forwarded[:4] == ["--standalone", "--nproc-per-node=2", "-m", "skyclass"]
+    rest = forwarded[4:]
+    assert rest[0] == "train" and "--nproc-per-node" not in rest
+    pairs = {rest[i]: rest[i + 1] for i in range(1, len(rest) - 1) if rest[i].startswith("--")}
+    assert pairs["--config"] == str(config_file) and pairs["--seed"] == "3"
+    assert pairs["--device"] == "cpu" and "--no-progress" in rest
+    assert not (config_file.parent / "runs").exists()

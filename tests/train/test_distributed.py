@@ -23,6 +23,7 @@ from skyclass.train.checkpoint import load_checkpoint
 from skyclass.train.config import StageConfig, TrainConfig, load_config
 from skyclass.train.evaluation import evaluate_manifest
 from skyclass.train.sampling import ShardedDraw, epoch_draw, shard
+from skyclass.train.schedule import make_scheduler
 from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images, write_manifest
 from tests.train.ranks import launch, train_head
 
@@ -127,9 +128,16 @@ def test_two_ranks_of_16_equal_one_process_of_32_on_the_head_stage(
     # OneCycle: epochs x per-rank batches (64 photos / 2 ranks / 16 = 2 a epoch), to its end.
     assert one["steps_per_epoch"] == a["steps_per_epoch"] == 2
     assert one["last_epoch"] == a["last_epoch"] == one["total_steps"] == a["total_steps"] == 6
+    assert a["last_lr"] == one["last_lr"]
+    # Stepped exactly total_steps times, the last step ran at the schedule's final rate.
     stage = StageConfig(name="head", epochs=3, lr=3e-3)
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, stage, 3e-3, a["total_steps"])
+    for _ in range(a["total_steps"] - 1):
+        opt.step()
+        sched.step()
     final = 3e-3 / stage.div_factor / stage.final_div_factor
-    assert a["last_lr"] == pytest.approx(one["last_lr"]) and a["last_lr"] < 1.1 * final
+    assert sched.get_last_lr()[0] == pytest.approx(final)
     assert a["losses"] == pytest.approx(one["losses"], rel=1e-4)
 
 
@@ -242,4 +250,3 @@ def test_two_rank_run_killed_and_resumed_is_bit_identical(
     res = CliRunner().invoke(build_app(), args)
     assert res.exit_code == 0, res.output
     assert (tmp_path / "model" / "model.onnx").is_file()
-

@@ -56,7 +56,7 @@ def wrap_tail(model: nn.Module, split: int, runtime: Runtime) -> nn.Module | Non
     if runtime.sync_bn:
         tail = nn.SyncBatchNorm.convert_sync_batchnorm(tail)
     ids = [torch.device(runtime.device).index] if device_type(runtime.device) == "cuda" else None
-    return DDP(tail, device_ids=ids, broadcast_buffers=True)
+    return DDP(tail, device_ids=ids)
 
 
 def _dist() -> Any:

@@ -31,6 +31,7 @@ from skyclass.train.context import (
 )
 from skyclass.train.evaluation import evaluate_manifest, resolve_checkpoint
 from skyclass.train.features import ViewDataset, prefix_features
+from skyclass.train.loaders import per_rank_batch
 from skyclass.train.loaders import train_loader as _train_loader
 from skyclass.train.run_state import RunExists, RunState, prepare_run_dir
 from skyclass.train.runtime import Runtime
@@ -131,6 +132,7 @@ def fit(
     if device is not None:
         config = replace(config, device=device)
     runtime = runtime_for(config)
+    per_rank_batch(config, runtime)  # the global batch must split over the processes
     if ckpt is not None:
         _check_world(ckpt, runtime, resume)
     created = start(runtime, os.environ, config.dist_timeout_s)

@@ -181,7 +181,8 @@ def start(runtime: Runtime, environ: Mapping[str, str], timeout_s: float) -> boo
         return False
     where = f"{environ.get('MASTER_ADDR')}:{environ.get('MASTER_PORT')}"
     if runtime.rank != 0:
-        wait_reachable(str(environ.get("MASTER_ADDR")), int(environ.get("MASTER_PORT", 0)), timeout_s)
+        port = int(environ.get("MASTER_PORT", 0))
+        wait_reachable(str(environ.get("MASTER_ADDR")), port, timeout_s)
     try:
         dist.init_process_group(
             backend=runtime.backend,
