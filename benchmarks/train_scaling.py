@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import Row, na, times, verdict
+from benchmarks.report import Row, times, verdict
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SKYCLASS_SHARED", REPO.parent / "shared")).resolve()
@@ -168,14 +168,12 @@ def rows_from(raw: dict[str, Any]) -> list[Row]:
     return out
 
 
-def rows(work: Path | None = None, quick: bool = False) -> list[Row]:
-    """The section's rows (what ``benchmarks.run`` registers); a failure is one n/a row."""
-    work = work or REPO / ".cache" / "bench-train-scaling"
-    try:
-        raw = measure(work, reps=1 if quick else 2)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-        return [Row(SECTION, "1 vs 2 processes", na(str(exc)[:120]))]
-    (work / "raw.json").write_text(json.dumps(raw, indent=1) + "\n")
+def rows(ctx: Any) -> list[Row]:
+    """The section's rows (``benchmarks.run`` registers it; ``ctx`` is its Context): one
+    repetition each with --quick, two otherwise."""
+    work = ctx.opt.work / "train_scaling"
+    raw = measure(work, reps=1 if ctx.opt.quick else 2)
+    ctx.raw["train_scaling"] = raw
     return rows_from(raw)
 
 

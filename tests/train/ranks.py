@@ -5,6 +5,7 @@ this module, and leaves its result as a pickle; a rank that fails or hangs fails
 from __future__ import annotations
 
 import hashlib
+import importlib
 import multiprocessing as mp
 import os
 import pickle
@@ -33,7 +34,9 @@ def _entry(fn_name: str, rank: int, world: int, port: int, kwargs: dict, out: st
     )
     torch.set_num_threads(1)
     try:
-        result: Any = {"ok": globals()[fn_name](rank, **kwargs)}
+        module, _, name = fn_name.rpartition(":")
+        fn = getattr(importlib.import_module(module), name) if module else globals()[name]
+        result: Any = {"ok": fn(rank, **kwargs)}
     except BaseException as exc:
         result = {"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
     with open(out, "wb") as fh:
@@ -45,7 +48,7 @@ def launch(fn_name: str, tmp: Path, *, world: int = 2, timeout: float = 90, **kw
     exception comes back as ``{"error": ...}``; a hang past ``timeout`` kills the ranks."""
     ctx = mp.get_context("spawn")
     port = free_port()
-    outs = [tmp / f"{fn_name}.rank{r}.pkl" for r in range(world)]
+    outs = [tmp / f"{fn_name.replace(':', '.')}.rank{r}.pkl" for r in range(world)]
     procs = [
         ctx.Process(target=_entry, args=(fn_name, r, world, port, kwargs, str(outs[r])))
         for r in range(world)
@@ -156,7 +159,9 @@ def fit_rank(
         record["stages"].append(
             {
                 "stage": cfg.stages[si].name,
-                "digest": digest(model.state_dict()),
+                # Parameters: BatchNorm running statistics of unfrozen blocks are each rank's own
+                # between DDP's broadcasts from rank 0 (at every forward); rank 0's are saved.
+                "digest": digest(dict(model.named_parameters())),
                 "frozen_bn_unchanged": bool(frozen)
                 and all(torch.equal(model.state_dict()[k], imagenet[k]) for k in frozen),
                 "stage_lrs": dict(state.stage_lrs),

@@ -221,7 +221,7 @@ def test_two_rank_run_killed_and_resumed_is_bit_identical(
     for r in resumed:
         assert "ok" in r, r.get("trace")
 
-    # Ranks hold the same weights after every stage; frozen BatchNorm buffers never moved.
+    # Ranks hold the same parameters after every stage; frozen BatchNorm buffers never moved.
     for run in (killed, resumed):
         a, b = run[0]["ok"]["stages"], run[1]["ok"]["stages"]
         assert [s["stage"] for s in a] == [s["stage"] for s in b] and a

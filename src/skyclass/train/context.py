@@ -120,6 +120,16 @@ class TrainingContext:
         return list(self.data.class_names)
 
 
+def balanced_class_weights(targets: list[int], names: list[str]) -> Any:
+    """n / (classes x count of the class) per class, as a float tensor."""
+    import torch
+
+    counts = torch.bincount(torch.tensor(targets), minlength=len(names)).float()
+    weights = counts.sum() / (len(names) * counts.clamp(min=1))
+    log.info("class weights: %s", dict(zip(names, weights.tolist(), strict=True)))
+    return weights
+
+
 def build_context(
     config: TrainConfig,
     runtime: Runtime,
@@ -170,9 +180,7 @@ def build_context(
 
     class_weights = None
     if config.class_weights == "balanced":
-        counts = torch.bincount(torch.tensor(train_ds.targets), minlength=len(names)).float()
-        class_weights = counts.sum() / (len(names) * counts.clamp(min=1))
-        log.info("class weights: %s", dict(zip(names, class_weights.tolist(), strict=True)))
+        class_weights = balanced_class_weights(train_ds.targets, names)
     start_block, train_src, seconds = 0, train_ds, 0.0
     if feature_cache and config.feature_cache_views:
         from torch.utils.data import TensorDataset
