@@ -147,6 +147,7 @@ def fit_rank(
     calls = {"n": 0}
 
     def stage_then_record(ctx: Any, state: Any, saver: Any, si: int, first: int, **kw: Any):
+        record.setdefault("rng_at_first_stage", torch.get_rng_state())
         original_stage(ctx, state, saver, si, first, **kw)
         model = ctx.model
         frozen = [

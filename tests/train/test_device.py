@@ -193,6 +193,11 @@ def test_cli_refuses_cuda_without_cuda_and_writes_nothing(config_file: Path) -> 
         ["train", "--config", str(config_file), "--device", "cuda", "--nproc-per-node", "2"],
         ["train", "--config", str(config_file), "--device", "mps", "--nproc-per-node", "2"],
         ["lr-find", "--config", str(config_file), "--device", "cuda:1"],
+        ["evaluate", str(runs), str(config_file.parent / "train.csv"), "--device", "cuda"],
+        [
+            *("label-issues", str(config_file.parent / "train.csv"), "--data-root", str(DATA_ROOT)),
+            *("--out", str(runs), "--weights", str(WEIGHTS), "--device", "cuda"),
+        ],
     ):
         res = CliRunner().invoke(app, args)
         _one_line_refusal(res, "not available")

@@ -41,6 +41,9 @@ max_steps = 2
 num_threads = 1
 cache_dir = "{cache}"
 dist_timeout_s = 60.0
+# The frozen prefix computed once, each rank its share of the photos, gathered by all.
+feature_cache_views = 2
+feature_cache_block = 8
 
 [augment]
 cache_size = 96
@@ -210,13 +213,14 @@ def test_two_rank_run_killed_and_resumed_is_bit_identical(
     torchrun_run: Path, tiny: dict[str, Path], tmp_path: Path
 ) -> None:
     cfg = load_config(tiny["config"], out=str(tmp_path / "runs"))
-    killed = launch("fit_rank", tmp_path, timeout=180, config=cfg.to_dict(), kill_at=3)
+    killed = launch("fit_rank", tmp_path, timeout=300, config=cfg.to_dict(), kill_at=3)
     for r in killed:
         assert "ok" in r, r.get("trace")
         assert "killed" in r["ok"]
-    assert load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")["epoch"] == 2
+    at_kill = load_checkpoint(cfg.run_dir / "checkpoints" / "last.pt")
+    assert at_kill["epoch"] == 2
     resumed = launch(
-        "fit_rank", tmp_path, timeout=180, config=cfg.to_dict(), resume=str(cfg.run_dir)
+        "fit_rank", tmp_path, timeout=300, config=cfg.to_dict(), resume=str(cfg.run_dir)
     )
     for r in resumed:
         assert "ok" in r, r.get("trace")
@@ -227,6 +231,9 @@ def test_two_rank_run_killed_and_resumed_is_bit_identical(
         assert [s["stage"] for s in a] == [s["stage"] for s in b] and a
         assert [s["digest"] for s in a] == [s["digest"] for s in b]
         assert all(s["frozen_bn_unchanged"] for s in a + b)
+    # Each rank resumed with its own RNG state from the checkpoint.
+    for rank, r in enumerate(resumed):
+        assert torch.equal(r["ok"]["rng_at_first_stage"], at_kill["rng_per_rank"][rank]["torch"])
     # lr-find: the same suggestion on both ranks, and the same as the torchrun run's.
     head_lr = [r["ok"]["stages"][0]["stage_lrs"]["head"] for r in killed]
     reference = json.loads((torchrun_run / "summary.json").read_text())["stage_lrs"]["head"]

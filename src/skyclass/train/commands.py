@@ -33,14 +33,13 @@ _DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."
 
 def _forwarded_args(ctx: typer.Context, drop: str) -> list[str]:
     """The command line of this command, rebuilt from its parsed options, without ``drop``."""
-    import click
-
     args = [ctx.info_name or "train"]
     for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if param.name == drop or not isinstance(param, click.Option) or value is None:
+        value = ctx.params.get(param.name or "")
+        is_option = any(o.startswith("-") for o in param.opts)
+        if param.name == drop or not is_option or value is None:
             continue
-        if param.is_flag:
+        if getattr(param, "is_flag", False):
             if value != param.default:
                 args.append(param.opts[0] if value else param.secondary_opts[0])
         elif value != param.default:
