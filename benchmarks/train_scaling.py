@@ -1,8 +1,9 @@
 """Training on 1 process vs 2 processes (torchrun, gloo) on this CPU, side by side.
 
 The same small real config (photos of the shared set, live augmentation, a head stage and an
-unfreezing stage, global batch 16) is trained by one process with 2 threads and by
-``torchrun --standalone --nproc_per_node=2`` with 1 thread each, alternating, ``reps`` times each.
+unfreezing stage, global batch 16) is trained by one process with 2 threads, by
+``torchrun --standalone --nproc_per_node=2`` with 1 thread each, and by one process with 1 thread
+(the same work per process), in a rotating order, ``reps`` times each.
 Rows: train images/s per stage (median over epochs and repetitions; with 2 processes the images of
 both ranks over the slower rank's time) and the ratio, then each run's validation accuracy.
 On a shared machine other people's load moves both sides; the ratio measured side by side holds
@@ -84,12 +85,12 @@ def write_config(work: Path, per_class: int, size: int) -> Path:
     return config
 
 
-def train(config: Path, nproc: int, name: str) -> dict[str, Any]:
-    """One run (``nproc`` processes sharing this machine's 2 threads); its per-stage images/s
-    from metrics.csv, its summary and wall time."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+def train(config: Path, nproc: int, threads_each: int, name: str) -> dict[str, Any]:
+    """One run of ``nproc`` processes with ``threads_each`` torch threads; its per-stage
+    images/s from metrics.csv, its summary and wall time."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": str(threads_each)}
     tail = ["train", "--config", str(config), "--name", name, "--force", "--no-progress"]
-    threads = ["--threads", str(max(1, 2 // nproc))]
+    threads = ["--threads", str(threads_each)]
     if nproc == 1:
         cmd = [sys.executable, "-m", "skyclass", *tail, *threads]
     else:
@@ -110,13 +111,15 @@ def train(config: Path, nproc: int, name: str) -> dict[str, Any]:
 
 
 def measure(work: Path, reps: int = 1, per_class: int = 24, size: int = 128) -> dict[str, Any]:
-    """Alternate 1- and 2-process runs ``reps`` times; raw results per process count."""
+    """Runs of 1 process x 2 threads, 2 processes x 1 thread and 1 process x 1 thread, in a
+    rotating order, ``reps`` times each; raw results per case."""
     config = write_config(work, per_class, size)
     n_val = len((work / "val.csv").read_text().splitlines()) - 1
-    out: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
+    cases = [("1x2", 1, 2), ("2x1", 2, 1), ("1x1", 1, 1)]
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in cases}
     for i in range(reps):
-        for nproc in (1, 2) if i % 2 == 0 else (2, 1):
-            out[str(nproc)].append(train(config, nproc, f"p{nproc}-r{i}"))
+        for name, nproc, threads in cases[i % 3 :] + cases[: i % 3]:
+            out[name].append(train(config, nproc, threads, f"{name}-r{i}"))
     return {"per_class": per_class, "n_val": n_val, "size": size, "reps": reps, "runs": out}
 
 
@@ -125,28 +128,32 @@ def _median_ips(runs: list[dict[str, Any]], stage: str) -> float:
 
 
 def rows_from(raw: dict[str, Any]) -> list[Row]:
-    one, two = raw["runs"]["1"], raw["runs"]["2"]
+    runs = raw["runs"]
+    two, one, single = runs["2x1"], runs["1x2"], runs["1x1"]
+    load = statistics.mean(r["load"] for case in runs.values() for r in case)
     out = []
-    for stage in one[0]["stages"]:
-        a, b = _median_ips(one, stage), _median_ips(two, stage)
-        out.append(
-            Row(
-                SECTION,
-                f"stage {stage}: train images/s, 2 processes x 1 thread (peer: 1 x 2 threads), "
-                f"{raw['size']} px, load {statistics.mean(r['load'] for r in one + two):.1f}",
-                f"{b:.1f}",
-                f"{a:.1f}",
-                times(b / a),
-                ">= 1.6x",
-                verdict(b / a >= 1.6, f"{b / a:.2f}x"),
+    for stage in two[0]["stages"]:
+        b = _median_ips(two, stage)
+        for peer, label, target in ((one, "1 x 2 threads", ">= 1.6x"), (single, "1 x 1", "")):
+            a = _median_ips(peer, stage)
+            out.append(
+                Row(
+                    SECTION,
+                    f"stage {stage}: train images/s, 2 processes x 1 thread (peer: {label}), "
+                    f"{raw['size']} px, load {load:.1f}",
+                    f"{b:.1f}",
+                    f"{a:.1f}",
+                    times(b / a),
+                    target,
+                    verdict(b / a >= 1.6, f"{b / a:.2f}x") if target else "",
+                )
             )
-        )
     acc1 = statistics.mean(r["summary"]["val_accuracy"] for r in one)
     acc2 = statistics.mean(r["summary"]["val_accuracy"] for r in two)
     out.append(
         Row(
             SECTION,
-            f"validation accuracy ({raw['n_val']} photos), 2 processes (peer: 1)",
+            f"validation accuracy ({raw['n_val']} photos), 2 processes (peer: 1 x 2 threads)",
             f"{acc2:.2%}",
             f"{acc1:.2%}",
             f"{(acc2 - acc1) * 100:+.1f} points",
@@ -156,15 +163,8 @@ def rows_from(raw: dict[str, Any]) -> list[Row]:
     )
     wall1 = statistics.mean(r["wall_s"] for r in one)
     wall2 = statistics.mean(r["wall_s"] for r in two)
-    out.append(
-        Row(
-            SECTION,
-            "wall time per run, s (imports, decode, epochs, reports)",
-            f"{wall2:.0f}",
-            f"{wall1:.0f}",
-            times(wall1 / wall2),
-        )
-    )
+    what = "wall time per run, s (imports, decode, epochs, reports; peer: 1 x 2 threads)"
+    out.append(Row(SECTION, what, f"{wall2:.0f}", f"{wall1:.0f}", times(wall1 / wall2)))
     return out
 
 
