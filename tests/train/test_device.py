@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -280,3 +281,36 @@ def test_nproc_per_node_hands_the_same_command_to_torchrun(
     assert pairs["--config"] == str(config_file) and pairs["--seed"] == "3"
     assert pairs["--device"] == "cpu" and "--no-progress" in rest
     assert not (config_file.parent / "runs").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_train_on_real_photos(precision: str) -> None:
+    """The autocast + GradScaler path of the loop (what CUDA runs), here on the CPU's autocast."""
+    from skyclass.core.preprocess import PreprocessConfig
+    from skyclass.data.transforms import build_test_transform, eval_input
+    from skyclass.model import build_model, set_trainable
+    from skyclass.train import loop
+    from skyclass.train.config import StageConfig
+    from skyclass.train.runtime import Runtime
+    from skyclass.train.schedule import make_optimizer
+
+    pre = PreprocessConfig(size=(64, 64))
+    tf = build_test_transform(pre)
+    files = [f for c in ("flying_birds", "winged_drones") for f in shared_images(c, 2)]
+    x = torch.stack([tf(image=eval_input(f.read_bytes(), pre))["image"] for f in files])
+    y = torch.tensor([0, 0, 1, 1])
+    torch.manual_seed(0)
+    model = build_model(2, weights=WEIGHTS, dropout=0.0)
+    set_trainable(model, [18])
+    rt = Runtime(precision=precision)
+    scaler = rt.amp.scaler()
+    assert (scaler is not None) == (precision == "fp16")
+    opts = loop.StepOptions(first_trainable=18, runtime=rt, scaler=scaler)
+    opt = make_optimizer(model, StageConfig(name="s", epochs=1), 1e-3)
+    before = model.classifier[1].weight.detach().clone()
+    m = loop.train_one_epoch(model, [(x, y)] * 3, opt, None, options=opts, progress=False)
+    assert np.isfinite(m.loss) and m.n == 12
+    assert (model.classifier[1].weight - before).abs().max() > 1e-3
+    assert model.classifier[1].weight.dtype == torch.float32  # master weights stay fp32
+    if scaler is not None:
+        assert scaler.get_scale() > 0
