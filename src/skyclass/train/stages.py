@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from skyclass.train import loop
@@ -16,6 +17,16 @@ from skyclass.train.run_state import RunState
 from skyclass.train.saver import CheckpointSaver
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StageParts:
+    """What one stage trains with: step options (its DDP tail), optimizer, OneCycle, rate."""
+
+    options: loop.StepOptions
+    optimizer: Any
+    scheduler: Any
+    max_lr: float
 
 
 def epochs_before(ctx: TrainingContext, stage_index: int) -> int:
@@ -66,9 +77,14 @@ def stage_rate(
 
 
 def checkpoint_payload(
-    ctx: TrainingContext, state: RunState, stage_index: int, stage_epoch: int, parts: dict
+    ctx: TrainingContext,
+    state: RunState,
+    stage_index: int,
+    stage_epoch: int,
+    parts: StageParts,
+    row: dict[str, Any],
 ) -> dict[str, Any]:
-    """What a checkpoint holds (``parts``: optimizer, scheduler, scaler, metrics row)."""
+    """What a checkpoint holds after an epoch whose metrics are ``row``."""
     config = ctx.config
     payload = {
         "model": ctx.model.state_dict(),
@@ -88,15 +104,15 @@ def checkpoint_payload(
             "val": str(config.val),
             "test": str(config.test) if config.test else None,
         },
-        "metrics": parts["row"],
+        "metrics": row,
         "best_val_accuracy": state.best_val_accuracy,
         "history": state.history,
         "stage_lrs": state.stage_lrs,
-        "optimizer": parts["optimizer"].state_dict(),
-        "scheduler": parts["scheduler"].state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
     }
-    if parts.get("scaler") is not None:
-        payload["scaler"] = parts["scaler"].state_dict()
+    if parts.options.scaler is not None:
+        payload["scaler"] = parts.options.scaler.state_dict()
     return payload
 
 
@@ -120,7 +136,12 @@ def validate(ctx: TrainingContext, progress: bool) -> tuple[float, float, float,
 
 
 def run_epoch(
-    ctx: TrainingContext, state: RunState, stage_index: int, epoch: int, parts: dict, progress: bool
+    ctx: TrainingContext,
+    state: RunState,
+    stage_index: int,
+    epoch: int,
+    parts: StageParts,
+    progress: bool,
 ) -> dict[str, Any]:
     """Train one epoch (this rank's shard of the seeded draw), validate, and record the row."""
     config = ctx.config
@@ -133,19 +154,19 @@ def run_epoch(
     tm = loop.train_one_epoch(
         ctx.model,
         loader,
-        parts["optimizer"],
-        parts["scheduler"],
+        parts.optimizer,
+        parts.scheduler,
         max_steps=config.max_steps,
         desc=desc,
         progress=progress,
-        options=parts["options"],
+        options=parts.options,
     )
     val_loss, val_acc, val_ips, val_seconds = validate(ctx, progress)
     row = {
         "epoch": g + 1,
         "stage": stage.name,
         "stage_epoch": epoch + 1,
-        "max_lr": parts["max_lr"],
+        "max_lr": parts.max_lr,
         "train_loss": tm.loss,
         "train_accuracy": tm.accuracy,
         "val_loss": val_loss,
@@ -164,7 +185,7 @@ def run_epoch(
 
 def stage_parts(
     ctx: TrainingContext, state: RunState, stage_index: int, progress: bool
-) -> dict[str, Any]:
+) -> StageParts:
     """Unfreeze the stage's blocks, wrap the new trainable tail, and build its rate, optimizer,
     OneCycle (epochs x this rank's batches) and scaler, continued from a resumed checkpoint."""
     from skyclass.model import set_trainable
@@ -205,13 +226,7 @@ def stage_parts(
         "stage %s: blocks %s, %d epochs, max lr %.2e",
         stage.name, stage.unfreeze, config.stage_epochs(stage), max_lr,
     )  # fmt: skip
-    return {
-        "options": options,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "scaler": options.scaler,
-        "max_lr": max_lr,
-    }
+    return StageParts(options=options, optimizer=optimizer, scheduler=scheduler, max_lr=max_lr)
 
 
 def train_stage(
@@ -228,10 +243,10 @@ def train_stage(
     parts = stage_parts(ctx, state, stage_index, progress)
     for ep in range(first_epoch, ctx.config.stage_epochs(ctx.config.stages[stage_index])):
         row = run_epoch(ctx, state, stage_index, ep, parts, progress)
-        parts["row"] = row
         is_best = row["val_accuracy"] > state.best_val_accuracy
         if is_best:
             state.best_val_accuracy = row["val_accuracy"]
-        saver.save(checkpoint_payload(ctx, state, stage_index, ep + 1, parts), is_best=is_best)
+        payload = checkpoint_payload(ctx, state, stage_index, ep + 1, parts, row)
+        saver.save(payload, is_best=is_best)
         if on_epoch is not None:
             on_epoch(state)
