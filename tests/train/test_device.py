@@ -259,7 +259,7 @@ def test_resume_with_another_world_size_is_refused(tmp_path: Path) -> None:
 
 
 def test_nproc_per_node_hands_the_same_command_to_torchrun(
-    config_file: Path, monkeypatch: pytest.MonkeyPatch
+    config_file: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from skyclass.train import launch
 
@@ -281,6 +281,14 @@ def test_nproc_per_node_hands_the_same_command_to_torchrun(
     assert pairs["--config"] == str(config_file) and pairs["--seed"] == "3"
     assert pairs["--device"] == "cpu" and "--no-progress" in rest
     assert not (config_file.parent / "runs").exists()
+    # An existing run dir is refused before any process starts.
+    seen.clear()
+    run_dir = tmp_path / "dev"
+    run_dir.mkdir()
+    (run_dir / "keep.txt").write_text("x")
+    res = CliRunner().invoke(build_app(), [*args, "--out", str(tmp_path)])
+    _one_line_refusal(res, "exists")
+    assert not seen and (run_dir / "keep.txt").is_file()
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

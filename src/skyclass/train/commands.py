@@ -53,8 +53,12 @@ def _hand_over(ctx: typer.Context, nproc: int, cfg: Any, device: str | None) -> 
 
     from skyclass.train.device import probe
     from skyclass.train.launch import check_launch, hand_over
+    from skyclass.train.run_state import RunExists
 
     check_launch(nproc, device or cfg.device, cfg.batch_size, probe(), os.environ)
+    fresh = ctx.params.get("resume") is None and not ctx.params.get("force")
+    if fresh and cfg.run_dir.exists() and any(cfg.run_dir.iterdir()):
+        raise RunExists(f"run dir {cfg.run_dir} exists; use --force to overwrite or --resume")
     code = hand_over(nproc, _forwarded_args(ctx, "nproc_per_node"))
     if code:
         raise _fail("a training process failed (its error is above)", code)
