@@ -159,6 +159,7 @@ def label_issues(
     folds: int = typer.Option(5, help="Cross-validation folds (near-duplicate groups kept whole)."),
     seed: int = typer.Option(0, help="Fold assignment seed."),
     threads: int = typer.Option(2, help="torch threads."),
+    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda[:N], mps."),
     cache_dir: str = typer.Option(".cache/skyclass", help="Decoded-image cache ('' for none)."),
     gallery: bool = typer.Option(True, help="Also write gallery.html (embeds thumbnails)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
@@ -168,13 +169,21 @@ def label_issues(
 
     try:
         from skyclass.data.label_issues import write_outputs
+        from skyclass.train.device import probe, resolve_device
         from skyclass.train.label_issues import LabelIssueConfig, run_label_issues
 
         check_output(out, force)
         if weights != "imagenet" and not Path(weights).is_file():
             raise _fail(f"weights file not found: {weights}")
         config = LabelIssueConfig(
-            manifest, data_root, weights, folds, seed, threads=threads, cache_dir=cache_dir or None
+            manifest,
+            data_root,
+            weights,
+            folds,
+            seed,
+            threads=threads,
+            cache_dir=cache_dir or None,
+            device=resolve_device(device, probe()),
         )
         report = run_label_issues(config)
         write_outputs(report, out, force=force, gallery=gallery)

@@ -1,8 +1,8 @@
-"""Checkpoints: atomic save (temp file + os.replace) and an RNG record.
+"""Checkpoints: atomic save (temp file + os.replace), RNG capture and restore.
 
-The RNG states are recorded for inspection only: resume does not restore them, because every
-epoch reseeds torch, the augmentations and the sampler from ``seed`` and the global epoch number
-(:mod:`skyclass.train.fit`), which is what makes a resumed run bit-identical.
+Exact resume rests on every epoch reseeding torch, the augmentations and the sampler from ``seed``,
+the rank and the global epoch number; the restored RNG states cover only what is drawn outside an
+epoch.
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ def rng_state() -> dict[str, Any]:
             "gauss": gauss,
         },
     }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,46 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from skyclass.data.dataset import DataError
     from skyclass.model import CheckpointError
     from skyclass.train.config import ConfigError
-    from skyclass.train.fit import RunExists
+    from skyclass.train.device import DeviceError
+    from skyclass.train.run_state import RunExists
 
-    return (ConfigError, DataError, RunExists, CheckpointError)
+    return (ConfigError, DataError, RunExists, CheckpointError, DeviceError)
+
+
+_DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."
+
+
+def _forwarded_args(ctx: typer.Context, drop: str) -> list[str]:
+    """The command line of this command, rebuilt from its parsed options, without ``drop``."""
+    args = [ctx.info_name or "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        is_option = any(o.startswith("-") for o in param.opts)
+        if param.name == drop or not is_option or value is None:
+            continue
+        if getattr(param, "is_flag", False):
+            if value != param.default:
+                args.append(param.opts[0] if value else param.secondary_opts[0])
+        elif value != param.default:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def _hand_over(ctx: typer.Context, nproc: int, cfg: Any, device: str | None) -> None:
+    """Check, then run this same command under torchrun on ``nproc`` processes."""
+    import os
+
+    from skyclass.train.device import probe
+    from skyclass.train.launch import check_launch, hand_over
+    from skyclass.train.run_state import RunExists
+
+    check_launch(nproc, device or cfg.device, cfg.batch_size, probe(), os.environ)
+    fresh = ctx.params.get("resume") is None and not ctx.params.get("force")
+    if fresh and cfg.run_dir.exists() and any(cfg.run_dir.iterdir()):
+        raise RunExists(f"run dir {cfg.run_dir} exists; use --force to overwrite or --resume")
+    code = hand_over(nproc, _forwarded_args(ctx, "nproc_per_node"))
+    if code:
+        raise _fail("a training process failed (its error is above)", code)
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +69,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("train")
     def train(
+        ctx: typer.Context,
         config: Path = typer.Option(None, "--config", "-c", help="TOML training config."),
         resume: Path = typer.Option(None, help="Resume the run in this run dir (from last.pt)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing run dir."),
@@ -51,6 +87,11 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(None, help="DataLoader workers. " + _OVERRIDE_HELP),
         threads: int = typer.Option(None, help="torch threads. " + _OVERRIDE_HELP),
         seed: int = typer.Option(None, help=_OVERRIDE_HELP),
+        device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
+        precision: str = typer.Option(None, help="auto, fp32, bf16 or fp16. " + _OVERRIDE_HELP),
+        nproc_per_node: int = typer.Option(
+            None, help="Processes on this machine, one per device: hands over to torchrun."
+        ),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Train by progressive unfreezing (LR range test + OneCycle per stage) into runs/NAME."""
@@ -81,13 +122,20 @@ def register(app: typer.Typer) -> None:
                     workers=workers,
                     num_threads=threads,
                     seed=seed,
+                    device=device,
+                    precision=precision,
                 )
-            result = fit(cfg, resume=resume, force=force, progress=progress)
+            if nproc_per_node is not None and nproc_per_node > 1:
+                _hand_over(ctx, nproc_per_node, cfg, device)
+                return
+            result = fit(cfg, resume=resume, force=force, progress=progress, device=device)
         except errors as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt:
             raise _fail("interrupted; resume with --resume RUN_DIR", 130) from None
         s = result.summary
+        if result.rank:
+            return
         typer.echo(f"run: {result.run_dir}")
         typer.echo(f"best val accuracy: {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
         if "test_accuracy" in s:
@@ -109,16 +157,20 @@ def register(app: typer.Typer) -> None:
         weights: str = typer.Option(None, help=_OVERRIDE_HELP),
         data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
         batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
+        device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """LR range test for one stage: writes the curve (PNG, JSON) and prints the suggestion."""
         errors = _user_errors()
+        from skyclass.train.lr_find import run_lr_find
+
         try:
             cfg = _load(
                 config,
                 weights=weights,
                 data_root=str(data_root) if data_root else None,
                 batch_size=batch_size,
+                device=device,
             )
             stages = {s.name: s for s in cfg.stages}
             chosen = stages.get(stage) if stage else cfg.stages[0]
@@ -128,9 +180,12 @@ def register(app: typer.Typer) -> None:
             png = folder / f"lr_find_{chosen.name}.png"
             if png.exists() and not force:
                 raise _fail(f"{png} exists; use --force to overwrite")
-            result = _run_lr_find(cfg, chosen, checkpoint, num_iter, png, progress)
+            result = run_lr_find(
+                cfg, chosen, checkpoint=checkpoint, num_iter=num_iter, png=png, progress=progress
+            )
         except errors as exc:
             raise _fail(str(exc)) from None
+        typer.echo(f"lr-find done ({len(result.lrs)} steps)", err=True)
         typer.echo(f"suggested lr ({result.method}): {result.suggestion:.2e}")
         typer.echo(f"min-loss lr: {result.min_loss_lr:.2e}, steepest: {result.steepest_lr:.2e}")
         typer.echo(f"curve: {png}")
@@ -143,11 +198,12 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, help="Default: RUN/reports/<manifest stem>."),
         batch_size: int = typer.Option(64),
         force: bool = typer.Option(False, "--force", help="Overwrite existing reports."),
+        device: str = typer.Option("auto", help=_DEVICE_HELP),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Per-class metrics, confusion matrix and misclassified gallery for any manifest."""
         errors = _user_errors()
-        from skyclass.train.fit import evaluate_manifest
+        from skyclass.train.evaluation import evaluate_manifest
 
         try:
             metrics, folder = evaluate_manifest(
@@ -157,6 +213,7 @@ def register(app: typer.Typer) -> None:
                 out_dir=out,
                 force=force,
                 batch_size=batch_size,
+                device=device,
                 progress=progress,
             )
         except errors as exc:
@@ -168,54 +225,3 @@ def register(app: typer.Typer) -> None:
                 f"f1 {m['f1']:.3f} support {m['support']}"
             )
         typer.echo(f"reports: {folder}")
-
-
-def _run_lr_find(
-    cfg: Any, stage: Any, checkpoint: Path | None, num_iter: int | None, png: Path, progress: bool
-) -> Any:
-    from skyclass.data.dataset import DataError, ImageDataset, load_images
-    from skyclass.data.transforms import build_train_transform, train_cache_tag, train_input
-    from skyclass.model import build_model, load_checkpoint, set_trainable
-    from skyclass.outputs import write_text_atomic
-    from skyclass.train.fit import _train_loader, check_data, preprocess_config
-    from skyclass.train.lr_find import lr_find, plot_lr_find
-    from skyclass.train.reproducibility import make_deterministic
-    from skyclass.train.schedule import first_trainable_block
-
-    data = check_data(cfg)
-    make_deterministic(cfg.seed, cfg.num_threads)
-    pre = preprocess_config(cfg)
-    model = build_model(len(data.class_names), weights=cfg.weights, dropout=cfg.dropout)
-    if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint)
-        if "model" not in ckpt:
-            raise DataError(f"{checkpoint} is not a skyclass checkpoint (no 'model' state)")
-        state = ckpt["model"]
-        model.load_state_dict(state)
-    set_trainable(model, stage.unfreeze)
-    n = num_iter or cfg.lr_find.num_iter
-    # Only the images the sweep will see are decoded.
-    files = data.train.files()
-    targets = data.train.targets(list(data.class_names))
-    imgs = load_images(
-        files,
-        lambda b: train_input(b, pre, cfg.augment),
-        tag=train_cache_tag(pre, cfg.augment),
-        cache_dir=cfg.cache_dir,
-        progress=progress,
-        desc="decode train",
-    )
-    ds = ImageDataset(imgs, targets, build_train_transform(pre, cfg.augment))
-    result = lr_find(
-        model,
-        _train_loader(ds, cfg, cfg.seed, data.train_weights),
-        config=cfg.lr_find,
-        stage=stage,
-        first_trainable=first_trainable_block(model),
-        num_iter=n,
-        progress=progress,
-    )
-    plot_lr_find(result, png, f"stage {stage.name}")
-    write_text_atomic(png.with_suffix(".json"), json.dumps(result.to_dict(), indent=1) + "\n")
-    print(f"lr-find done ({len(result.lrs)} steps)", file=sys.stderr)
-    return result

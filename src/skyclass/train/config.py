@@ -81,11 +81,21 @@ class TrainConfig:
     image_size: int = 224
     batch_size: int = 32
     eval_batch_size: int = 64
-    num_threads: int = 2
+    #: torch threads per process; None = this machine's cores / processes on it.
+    num_threads: int | None = None
     workers: int = 0
     seed: int = 0
     dropout: float = 0.2
     channels_last: bool = False
+    #: "auto" (CUDA, else MPS, else CPU), "cpu", "cuda" (each process its own GPU), "cuda:N", "mps".
+    device: str = "auto"
+    #: "auto" (bf16 on a GPU that has it, else fp16 with loss scaling; fp32 on CPU and MPS),
+    #: "fp32", "bf16" or "fp16".
+    precision: str = "auto"
+    #: SyncBatchNorm across processes for the unfrozen blocks (CUDA only).
+    sync_bn: bool = False
+    #: Seconds to wait for the other processes (rendezvous, collectives) before failing.
+    dist_timeout_s: float = 600.0
     #: Cap on batches per epoch (tiny runs and tests); None = whole epoch.
     max_steps: int | None = None
     #: On-disk cache of decoded, resized images (npy keyed by file sha256); None = memory only.
@@ -145,6 +155,12 @@ class TrainConfig:
             raise ConfigError(
                 f"class_weights must be 'none' or 'balanced', got {self.class_weights!r}"
             )
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1, got {self.num_threads}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.dist_timeout_s <= 0:
+            raise ConfigError("dist_timeout_s must be > 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError("dropout must be in [0, 1)")
         if self.feature_cache_views < 0:
@@ -280,5 +296,6 @@ def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Rebuild a TrainConfig from its ``to_dict()`` (checkpoint, config.json)."""
-    return from_mapping(TrainConfig, data)
+    """Rebuild a TrainConfig from its ``to_dict()`` (checkpoint, config.json; the ``runtime``
+    record that config.json carries beside the config is not part of it)."""
+    return from_mapping(TrainConfig, {k: v for k, v in data.items() if k != "runtime"})

@@ -18,7 +18,9 @@ from torch import nn
 
 from skyclass.model import train_mode
 from skyclass.train.config import LRFindConfig, StageConfig
+from skyclass.train.distributed import all_reduce_sum
 from skyclass.train.loop import forward
+from skyclass.train.runtime import Runtime
 from skyclass.train.schedule import make_optimizer
 
 log = logging.getLogger(__name__)
@@ -88,9 +90,15 @@ def lr_find(
     start_block: int = 0,
     num_iter: int | None = None,
     progress: bool = True,
+    tail: nn.Module | None = None,
+    runtime: Runtime | None = None,
 ) -> LRFindResult:
     """Sweep the rate exponentially over ``num_iter`` batches; stop when the smoothed loss
-    exceeds ``diverge`` x its best. Model weights and buffers are restored at the end."""
+    exceeds ``diverge`` x its best. Model weights and buffers are restored at the end.
+
+    With several processes (``tail`` wrapped in DDP), each step's loss is averaged over the ranks
+    before it is read, so every rank sees the same curve, stops at the same step and suggests the
+    same rate."""
     import torch.nn.functional as F
 
     from skyclass.progress import progress_bar
@@ -102,20 +110,26 @@ def lr_find(
     lrs, losses, smoothed = [], [], []
     avg, best = 0.0, math.inf
     diverged = False
+    rt = runtime or Runtime()
     train_mode(model)
     batches = _cycle(loader)
+    quiet = not (progress and rt.is_main)
+    bar = progress_bar(range(n), desc=f"lr-find {stage.name}", enabled=not quiet)
     try:
-        for i in progress_bar(range(n), desc=f"lr-find {stage.name}", enabled=progress):
+        for i in bar:
             lr = config.start_lr * ratio ** (i / max(n - 1, 1))
             for g in optimizer.param_groups:
                 g["lr"] = lr
             x, y = next(batches)
-            out = forward(model, x, first_trainable, start_block)
-            loss = F.nll_loss(out, y)
+            if rt.device != "cpu":
+                x, y = x.to(rt.device), y.to(rt.device)
+            with rt.amp.autocast():
+                out = forward(model, x, first_trainable, start_block, tail)
+            loss = F.nll_loss(out.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            value = float(loss.item())
+            value = all_reduce_sum([loss.item()], rt)[0] / rt.world_size
             if not math.isfinite(value):
                 diverged = True
                 break
@@ -161,3 +175,62 @@ def plot_lr_find(result: LRFindResult, path: str | Path, title: str = "LR range 
     ax.set_title(title)
     ax.legend()
     return save_figure(fig, Path(path))
+
+
+def run_lr_find(
+    config: Any,
+    stage: StageConfig,
+    *,
+    checkpoint: Path | None,
+    num_iter: int | None,
+    png: Path,
+    progress: bool = True,
+) -> LRFindResult:
+    """The ``lr-find`` command: the run's training context (live pipeline, no validation), the
+    stage's blocks unfrozen, one sweep; rank 0 writes the curve as PNG and JSON."""
+    import json
+    import os
+
+    from skyclass.data.dataset import DataError
+    from skyclass.model import load_checkpoint, set_trainable
+    from skyclass.outputs import write_text_atomic
+    from skyclass.train.context import build_context
+    from skyclass.train.distributed import barrier, split_block, wrap_tail
+    from skyclass.train.fit import runtime_for
+    from skyclass.train.loaders import train_loader
+    from skyclass.train.runtime import start, stop
+    from skyclass.train.schedule import first_trainable_block
+
+    rt = runtime_for(config)
+    state = None
+    if checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        if "model" not in ckpt:
+            raise DataError(f"{checkpoint} is not a skyclass checkpoint (no 'model' state)")
+        state = ckpt["model"]
+    created = start(rt, os.environ, config.dist_timeout_s, config.seed)
+    try:
+        ctx = build_context(
+            config, rt, model_state=state, with_val=False, feature_cache=False, progress=progress
+        )
+        set_trainable(ctx.model, stage.unfreeze)
+        k = first_trainable_block(ctx.model)
+        result = lr_find(
+            ctx.model,
+            train_loader(ctx.train_src, config, config.seed, ctx.data.train_weights, rt),
+            config=config.lr_find,
+            stage=stage,
+            first_trainable=k,
+            num_iter=num_iter or config.lr_find.num_iter,
+            progress=progress,
+            tail=wrap_tail(ctx.model, split_block(k, 0), rt),
+            runtime=rt,
+        )
+        if rt.is_main:
+            plot_lr_find(result, png, f"stage {stage.name}")
+            text = json.dumps(result.to_dict(), indent=1) + "\n"
+            write_text_atomic(png.with_suffix(".json"), text)
+        barrier(rt)
+    finally:
+        stop(created)
+    return result

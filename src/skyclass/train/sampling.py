@@ -10,7 +10,7 @@ stays the loss's job, ``class_weights``).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -34,3 +34,56 @@ def source_balanced_weights(
         idx = np.flatnonzero(lab == c)
         out[idx] = raw[idx] * len(idx) / raw[idx].sum()
     return out
+
+
+def epoch_draw(n: int, seed: int, weights: Sequence[float] | None = None) -> list[int]:
+    """One epoch's order for one process: a seeded permutation of ``range(n)``, or, with
+    ``weights``, ``n`` seeded draws with replacement. The same indices torch's RandomSampler and
+    WeightedRandomSampler give with a generator seeded ``seed``."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    if weights is None:
+        return torch.randperm(n, generator=g).tolist()
+    w = torch.as_tensor(list(weights), dtype=torch.double)
+    return torch.multinomial(w, n, True, generator=g).tolist()
+
+
+def shard(sequence: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """Rank ``rank``'s part of one seeded sequence: positions rank, rank + W, rank + 2W, ...,
+    after padding the sequence from its start to a multiple of W (every rank then runs the same
+    number of batches, as torch's DistributedSampler does). Ranks' parts are disjoint positions of
+    the same draw, and with a per-rank batch b, batch i of every rank together is the single
+    process's batch i of size W x b."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    seq = list(sequence)
+    pad = (-len(seq)) % world_size
+    seq += (seq * (pad // max(len(seq), 1) + 1))[:pad]
+    return seq[rank::world_size]
+
+
+class ShardedDraw:
+    """A torch Sampler over this rank's shard of the epoch's seeded draw (uniform or weighted).
+
+    The sampler is built per epoch with that epoch's seed (what DistributedSampler.set_epoch
+    does), so every epoch reshuffles and a resumed run draws what an uninterrupted one drew.
+    With one process it yields exactly RandomSampler's / WeightedRandomSampler's order.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        seed: int,
+        weights: Sequence[float] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.indices = shard(epoch_draw(n, seed, weights), rank, world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
