@@ -15,6 +15,7 @@ import functools
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -128,7 +129,7 @@ def to_8bit(img: Image.Image) -> Image.Image:
     if mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return img
     scale = 255.0 / 65535.0
-    if mode == "F" or (mode == "I" and img.getextrema()[1] <= 255):  # type: ignore[index]
+    if mode == "F" or (mode == "I" and cast(tuple[int, int], img.getextrema())[1] <= 255):
         scale = 1.0
     width, height = img.size
     out = np.empty((height, width), dtype=np.uint8)
@@ -170,6 +171,6 @@ def release_freed_memory() -> None:
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+        return cast(Callable[[int], int], ctypes.CDLL(None).malloc_trim)
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
         return None

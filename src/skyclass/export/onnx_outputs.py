@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyclass.export.config import ExportError
 
@@ -131,7 +131,7 @@ def add_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _int64(values: list[int]):  # type: ignore[no-untyped-def]
+def _int64(values: list[int]) -> Any:
     import numpy as np
 
     return np.array(values, dtype=np.int64)

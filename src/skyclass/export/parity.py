@@ -67,7 +67,6 @@ def onnx_probabilities(
     return np.exp(np.concatenate(out).astype(np.float64))
 
 
-@dataclass(frozen=True)
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of a proportion ``successes / n`` (two-sided ``confidence``)."""
     if n <= 0:
@@ -82,6 +81,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@dataclass(frozen=True)
 @dataclass(frozen=True)
 class ParityReport:
     """What parity.json holds. ``failures``: fp32 bounds missed (nothing may be written);

@@ -356,21 +356,21 @@ def index(request: Request) -> HTMLResponse:
 def _add_routes(app: FastAPI) -> None:
     """The routes; ``/classify/`` is served as ``/classify`` (never a redirect to the Host header),
     and HEAD is answered where GET is (neither in the schema)."""
-    doc = {
+    doc: dict[str, Any] = {
         "response_model": ClassifyOut,
         "response_model_exclude_unset": True,
         "responses": _ERRORS,
         "openapi_extra": _CLASSIFY_BODY,
     }
-    hidden = {"include_in_schema": False}
+    hidden: dict[str, Any] = {"include_in_schema": False}
     post, get, head = ["POST"], ["GET"], ["HEAD"]
-    default_doc = {"summary": "Classify an image with the default model", **doc}
+    default_doc: dict[str, Any] = {"summary": "Classify an image with the default model", **doc}
     app.add_api_route("/classify", classify_default, methods=post, **default_doc)
     app.add_api_route("/classify/", classify_default, methods=post, **hidden)
-    named_doc = {"summary": "Classify an image with a named model", **doc}
+    named_doc: dict[str, Any] = {"summary": "Classify an image with a named model", **doc}
     app.add_api_route("/classify/{model}", classify_named, methods=post, **named_doc)
     app.add_api_route("/classify/{model}/", classify_named, methods=post, **hidden)
-    health_doc = {
+    health_doc: dict[str, Any] = {
         "response_model": HealthOut,
         "responses": {503: {"model": HealthOut, "description": "the default model failed"}},
     }

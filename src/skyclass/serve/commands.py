@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{path}: {reason}", err=True)
                 continue
             if as_json:
-                line = {
+                line: dict[str, Any] = {
                     "path": str(path),
                     "label": result.label,
                     "confidence": result.confidence,

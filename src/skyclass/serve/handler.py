@@ -17,7 +17,7 @@ import base64
 import binascii
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from mangum import Mangum
 
@@ -130,5 +130,7 @@ def build_handler(
 
 classify_image = build_handler()
 registry: ModelRegistry | None = (
-    classify_image.app.state.registry if isinstance(classify_image, LambdaAdapter) else None
+    cast(Any, classify_image.app).state.registry
+    if isinstance(classify_image, LambdaAdapter)
+    else None
 )

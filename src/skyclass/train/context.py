@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from skyclass.core.preprocess import PreprocessConfig
 from skyclass.data.dataset import (
@@ -85,7 +85,7 @@ def _sources_of(manifest: Manifest, config: TrainConfig) -> list[str]:
 
 def decode_eval(
     manifest: Manifest, pre: PreprocessConfig, cache_dir: Any, progress: bool, desc: str
-) -> list[Any]:
+) -> Any:
     """The decoded evaluation images of a manifest (resized as the test pipeline wants them)."""
     return load_images(
         manifest.files(),
@@ -183,7 +183,7 @@ def build_context(
     class_weights = None
     if config.class_weights == "balanced":
         class_weights = balanced_class_weights(train_ds.targets, names)
-    start_block, train_src, seconds = 0, train_ds, 0.0
+    start_block, train_src, seconds = 0, cast(Any, train_ds), 0.0
     if feature_cache and config.feature_cache_views:
         from torch.utils.data import TensorDataset
 

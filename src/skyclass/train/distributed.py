@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from skyclass.model import NUM_FEATURE_BLOCKS
+from skyclass.model import NUM_FEATURE_BLOCKS, classifier_head, feature_blocks
 from skyclass.train.device import device_type
 from skyclass.train.runtime import Runtime
 
@@ -25,8 +25,8 @@ class Tail(nn.Module):
     def __init__(self, model: nn.Module, split: int) -> None:
         super().__init__()
         self.split = split
-        self.blocks = model.features[split:]
-        self.classifier = model.classifier
+        self.blocks = feature_blocks(model)[split:]
+        self.classifier = classifier_head(model)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F

@@ -57,6 +57,7 @@ def prefix_features(
     import torch
     from torch.utils.data import DataLoader
 
+    from skyclass.model import feature_blocks
     from skyclass.progress import progress_bar
 
     model.eval()
@@ -64,7 +65,7 @@ def prefix_features(
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
         for x, _ in progress_bar(loader, desc=desc, unit="batch", enabled=progress):
-            out.append(model.features[:block](x.to(device)).cpu())
+            out.append(feature_blocks(model)[:block](x.to(device)).cpu())
     return torch.cat(out)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from skyclass.train.config import TrainConfig
 from skyclass.train.runtime import Runtime
@@ -56,7 +56,8 @@ def train_loader(
 
     def init_worker(worker_id: int) -> None:
         info = torch.utils.data.get_worker_info()
-        info.dataset.reseed(own + 1 + worker_id)
+        if info is not None:
+            cast(Any, info.dataset).reseed(own + 1 + worker_id)
 
     return DataLoader(
         ds,

@@ -187,7 +187,8 @@ def train_one_epoch(
             loss=f"{loss_sum / n:.3f}", acc=f"{correct / n:.3f}", ips=f"{n / elapsed:.1f}"
         )
     seconds = time.perf_counter() - start
-    loss_sum, correct, n = all_reduce_sum([loss_sum, correct, n], opts.runtime)
+    loss_sum, correct_f, n_f = all_reduce_sum([loss_sum, correct, n], opts.runtime)
+    correct, n = round(correct_f), round(n_f)
     seconds = all_reduce_max(seconds, opts.runtime)
     return EpochMetrics(
         loss=loss_sum / max(n, 1),
