@@ -171,6 +171,10 @@ def measure(model_dir: Path, valid_photo: Path, seconds: float, cwd: Path = REPO
 
 def rows(ctx: Context) -> list[Row]:
     """Benchmark rows (a section of ``benchmarks.run``): model_dir, data_root, http_seconds."""
+    if ctx.opt.quick:
+        from benchmarks.context import Skip
+
+        raise Skip("skipped in --quick (minutes of load)")
     opt, raw = ctx.opt, ctx.raw
     section = "Hostile images: server RSS and valid throughput under decode bombs"
     photo = sorted(Path(opt.data_root).glob("*/cropspray_*.jpg"))[0]

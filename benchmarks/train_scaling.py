@@ -170,7 +170,11 @@ def rows_from(raw: dict[str, Any]) -> list[Row]:
 
 def rows(ctx: Any) -> list[Row]:
     """The section's rows (``benchmarks.run`` registers it; ``ctx`` is its Context): one
-    repetition each with --quick, two otherwise."""
+    two repetitions (skipped with --quick)."""
+    if ctx.opt.quick:
+        from benchmarks.context import Skip
+
+        raise Skip("skipped in --quick (minutes of load)")
     work = ctx.opt.work / "train_scaling"
     raw = measure(work, reps=1 if ctx.opt.quick else 2)
     ctx.raw["train_scaling"] = raw
