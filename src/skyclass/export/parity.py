@@ -82,7 +82,6 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 @dataclass(frozen=True)
-@dataclass(frozen=True)
 class ParityReport:
     """What parity.json holds. ``failures``: fp32 bounds missed (nothing may be written);
     ``int8_failures``: int8 bounds missed (the int8 file is left out), in words with numbers."""
