@@ -54,6 +54,8 @@ def test_int8_that_misses_its_bound_is_left_out_and_said_so(
         "model.json",
         "model.onnx",
         "parity.json",
+        "scope.npz",  # the scope score (calibrated on the run's own manifests)
+        "scope_report.json",
     ]
     manifest = json.loads((out / "model.json").read_text())
     int8 = manifest["int8"]
