@@ -177,6 +177,7 @@ def test_wandb_offline_run_holds_history_and_summary(tracked: dict[str, Any]) ->
     assert sorted(set(steps)) == list(range(1, STEPS + 1))
     assert _logged(first["history"], "lr_find/head_table/")  # the curve, as a W&B table
     assert _logged(first["history"], "lr_find/head/")  # its plot, as an image
+    assert _logged(first["history"], "stage/index")
     assert resumed["summary"]["val/accuracy"] == pytest.approx(
         tracked["result"].summary["val_accuracy"]
     )

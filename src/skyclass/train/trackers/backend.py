@@ -75,6 +75,8 @@ class Backend:
 
     def log_stage(self, step: int, stage: str, info: Mapping[str, Any]) -> None:
         self.text(step, "stage", f"{stage}: " + ", ".join(f"{k} {v}" for k, v in info.items()))
+        if "index" in info:
+            self.scalars(step, {"stage/index": float(info["index"])})
 
     def log_curve(
         self, step: int, tag: str, xs: Sequence[float], ys: Sequence[float], x: str, y: str

@@ -75,11 +75,6 @@ class TensorBoardTracker(Backend):
             self.writer.add_image(f"{tag}/{i:02d}", _image(path), step, dataformats="HWC")
         self.text(step, tag, "\n".join(f"{i:02d}. {c}  " for i, (_, c) in enumerate(items)))
 
-    def log_stage(self, step: int, stage: str, info: Mapping[str, Any]) -> None:
-        super().log_stage(step, stage, info)
-        if "index" in info:
-            self.writer.add_scalar("stage/index", float(info["index"]), step)
-
     def finish(self) -> None:
         self.writer.flush()
         self.writer.close()
