@@ -316,3 +316,17 @@ def test_lr_find_command_logs_its_curve(
     logged = [e.value for e in acc.Scalars("lr_find/head/lr")]
     assert logged == pytest.approx(curve["lrs"], rel=1e-6)
     assert "lr_find/head" in acc.Tags()["images"]
+
+
+def test_export_missing_extra_is_one_line_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    out = tmp_path / "model"
+    args = ["export", str(tmp_path / "no-run"), "--out", str(out), "--log", "wandb"]
+    res = CliRunner().invoke(build_app(), args)
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: --log wandb: the wandb package is not installed; pip install 'skyclass[wandb]'"
+    ]
+    assert not out.exists()

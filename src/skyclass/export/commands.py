@@ -95,7 +95,9 @@ def export(
         trackers = wanted(log)
         require(trackers)
     except TrackerUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        from rich.markup import escape  # the message names skyclass[extra]: not markup
+
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     try:
         config = ExportConfig(
