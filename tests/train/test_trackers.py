@@ -22,9 +22,8 @@ from skyclass.cli import build_app
 from skyclass.train import loop
 from skyclass.train.config import StageConfig
 from skyclass.train.fit import fit
-from skyclass.train.trackers.commands import track_export
 from skyclass.train.trackers.tensorboard_tracker import TensorBoardTracker
-from tests.conftest import BUNDLED_MODEL, CLASSES, REPO_ROOT, shared_images, write_manifest
+from tests.conftest import CLASSES, REPO_ROOT, shared_images, write_manifest
 from tests.train import tracker_files
 from tests.train.test_train import tiny_config
 
@@ -188,9 +187,11 @@ def test_wandb_offline_run_holds_history_and_summary(tracked: dict[str, Any]) ->
 def test_export_logs_the_model_folder_with_its_sha256(
     tracked: dict[str, Any], tmp_path: Path
 ) -> None:
-    model = tmp_path / "flying-objects"
-    shutil.copytree(BUNDLED_MODEL, model)
-    digest = track_export(("csv", "mlflow", "wandb"), str(tracked["run"]), model)
+    model = tmp_path / "tiny-model"
+    args = ["export", str(tracked["run"]), "--out", str(model), "--no-int8", "--parity-size", "2"]
+    res = CliRunner().invoke(build_app(), [*args, "--log", "mlflow,wandb"])
+    assert res.exit_code == 0, res.output
+    digest = res.output.split("model folder sha256")[-1].split()[0]
     listing = "".join(
         f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(model).as_posix()}\n"
         for p in sorted(model.rglob("*"))
