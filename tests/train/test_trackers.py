@@ -213,7 +213,10 @@ def test_a_tracker_raising_leaves_training_and_csv_intact(
     manifests: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
+    calls = {"n": 0}
+
     def disk_full(self: Any, step: int, values: Any) -> None:
+        calls["n"] += 1
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(TensorBoardTracker, "scalars", disk_full)
@@ -228,6 +231,8 @@ def test_a_tracker_raising_leaves_training_and_csv_intact(
     assert (result.run_dir / "checkpoints/best.pt").is_file()
     warnings = [r for r in caplog.records if "tracker tensorboard failed" in r.getMessage()]
     assert len(warnings) == 1 and "No space left" in warnings[0].getMessage()
+    assert calls["n"] == 1, "a failed tracker is not called again (no stall on retries)"
+    assert json.loads((result.run_dir / "trackers.json").read_text())["tensorboard"]
 
 
 def test_missing_extra_is_one_line_before_training(

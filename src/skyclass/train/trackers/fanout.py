@@ -1,5 +1,6 @@
 """``Trackers``: one call fans out to every tracker of the run; a tracker that raises costs one
-WARNING line and the run goes on (the csv tracker, the run's record, is the exception)."""
+WARNING line, is switched off for the rest of the command, and the run goes on (the csv tracker,
+the run's record, is the exception)."""
 
 from __future__ import annotations
 
@@ -66,15 +67,18 @@ class Trackers:
             if getattr(tracker, "required", False):
                 getattr(tracker, method)(*args)
                 continue
+            if tracker.name in self._failed:
+                continue
             try:
                 getattr(tracker, method)(*args)
             except Exception as exc:
-                level = logging.DEBUG if tracker.name in self._failed else logging.WARNING
+                # Off for the rest of the command: a server that is gone would otherwise stall
+                # every later step on its client's retries. Its ids stay in trackers.json.
                 self._failed.add(tracker.name)
                 first = (str(exc).splitlines() or [""])[0]
-                log.log(
-                    level,
-                    "tracker %s failed in %s (%s: %s); training goes on, metrics.csv is kept",
+                log.warning(
+                    "tracker %s failed in %s (%s: %s); it is off for the rest of this command, "
+                    "training goes on and metrics.csv is kept",
                     tracker.name, method, type(exc).__name__, first,
                 )  # fmt: skip
 
@@ -131,12 +135,13 @@ class Trackers:
             return
         state = dict(self._state)
         for tracker in self.trackers:
-            if tracker.name != "csv":
+            if tracker.name != "csv" and tracker.name not in self._failed:
                 try:
                     state[tracker.name] = tracker.state()
                 except Exception as exc:  # a broken tracker must not stop the run
                     log.debug("tracker %s: no state: %s", tracker.name, exc)
         state["step"] = self.step
+        self._state = state
         write_state(self.info.run_dir, state)
 
 
