@@ -20,10 +20,10 @@ MAX_SIDE = 384
 def _image(path: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((MAX_SIDE, MAX_SIDE))
-        return np.asarray(im)
+    with Image.open(path) as opened:
+        rgb = opened.convert("RGB")
+    rgb.thumbnail((MAX_SIDE, MAX_SIDE))
+    return np.asarray(rgb)
 
 
 def _hparam(value: Any) -> Any:
@@ -52,8 +52,10 @@ class TensorBoardTracker(Backend):
 
         flat = {k: _hparam(v) for k, v in flatten(params).items()}
         metrics = {"accuracy/val": 0.0, "loss/val": 0.0}
+        writer = self.writer.file_writer
+        assert writer is not None  # SummaryWriter opens it in __init__
         for summary in hparams(flat, metrics):
-            self.writer.file_writer.add_summary(summary)
+            writer.add_summary(summary)
         self.writer.add_text(
             "config", "    " + json.dumps(params, indent=2).replace("\n", "\n    ")
         )

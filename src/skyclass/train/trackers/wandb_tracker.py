@@ -55,7 +55,7 @@ class WandbTracker(Backend):
         self.run.config.update({"run_tags": dict(tags)}, allow_val_change=True)
         # W&B tags are short labels: the long hashes stay in config.run_tags.
         short = [f"{k}:{v}"[:64] for k, v in tags.items() if not k.startswith("data.")]
-        self.run.tags = tuple(dict.fromkeys([*self.run.tags, *short]))
+        self.run.tags = tuple(dict.fromkeys([*(self.run.tags or ()), *short]))
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         self.run.log(dict(values), step=step)
