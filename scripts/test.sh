@@ -24,8 +24,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.skyclass-test-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  echo "installing skyclass[train,dev,s3] into .venv ..."
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[train,dev,s3]'
+  echo "installing skyclass[train,dev,s3,tensorboard,mlflow,wandb] into .venv ..."
+  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
+    -e '.[train,dev,s3,tensorboard,mlflow,wandb]'
   touch "$stamp" .venv/.skyclass-serve-installed
 fi
 

@@ -70,6 +70,12 @@ def export(
         None, help="Folder of out-of-scope photos with a SOURCES.tsv: compare methods, train OE."
     ),
     scope_method: str = typer.Option("auto", help="Scope method, or auto (best measured)."),
+    log: str = typer.Option(
+        None,
+        "--log",
+        help="Trackers (tensorboard,mlflow,wandb) to log the model folder into, as an artifact "
+        "with its sha256: the source run's tracker runs (its trackers.json).",
+    ),
 ) -> None:
     """Export a trained run (or pretrained ImageNet weights) to a model folder: ONNX fp32 + int8,
     parity.json, MODEL_CARD.md and model.json. Exits non-zero, writing nothing, if fp32 parity
@@ -82,6 +88,17 @@ def export(
     from skyclass.export.pipeline import ParityError, int8_left_out_message, run_export
 
     err = Console(stderr=True, soft_wrap=True)
+    try:
+        from skyclass.train.trackers import TrackerUnavailable, require
+        from skyclass.train.trackers.commands import track_export, wanted
+
+        trackers = wanted(log)
+        require(trackers)
+    except TrackerUnavailable as exc:
+        from rich.markup import escape  # the message names skyclass[extra]: not markup
+
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
     try:
         config = ExportConfig(
             out=str(out),
@@ -126,6 +143,9 @@ def export(
     console.print(f"wrote {result.out} in {result.seconds['total']:.1f} s")
     if result.int8.get("status") == "left_out":
         err.print(f"[yellow]note:[/yellow] {int8_left_out_message(result.int8)}", highlight=False)
+    digest = track_export(trackers, source, result.out)
+    if digest:
+        console.print(f"logged to {', '.join(trackers[1:])}: model folder sha256 {digest}")
 
 
 def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:

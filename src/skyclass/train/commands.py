@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,13 @@ import typer
 from skyclass.cli import fail as _fail
 
 _OVERRIDE_HELP = "Overrides the config file's value."
+_LOG_HELP = "Trackers, comma-separated: csv,tensorboard,mlflow,wandb (added to the config's log)."
+
+
+def _log_list(log: str | None) -> tuple[str, ...]:
+    from skyclass.train.trackers import parse_log
+
+    return parse_log(log) if log else ()
 
 
 def _load(config: Path, **overrides: Any) -> Any:
@@ -92,6 +100,7 @@ def register(app: typer.Typer) -> None:
         nproc_per_node: int = typer.Option(
             None, help="Processes on this machine, one per device: hands over to torchrun."
         ),
+        log: str = typer.Option(None, "--log", help=_LOG_HELP),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Train by progressive unfreezing (LR range test + OneCycle per stage) into runs/NAME."""
@@ -102,7 +111,9 @@ def register(app: typer.Typer) -> None:
             if resume is not None:
                 from skyclass.train.config import TrainConfig
 
-                cfg: Any = TrainConfig(name="resume", data_root="", train="", val="")
+                cfg: Any = TrainConfig(
+                    name="resume", data_root="", train="", val="", log=_log_list(log) or ("csv",)
+                )
             else:
                 if config is None:
                     raise _fail("give --config FILE (or --resume RUN_DIR)")
@@ -125,6 +136,8 @@ def register(app: typer.Typer) -> None:
                     device=device,
                     precision=precision,
                 )
+                if log:
+                    cfg = replace(cfg, log=(*cfg.log, *_log_list(log)))
             if nproc_per_node is not None and nproc_per_node > 1:
                 _hand_over(ctx, nproc_per_node, cfg, device)
                 return
@@ -158,6 +171,7 @@ def register(app: typer.Typer) -> None:
         data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
         batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
         device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
+        log: str = typer.Option(None, "--log", help=_LOG_HELP),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """LR range test for one stage: writes the curve (PNG, JSON) and prints the suggestion."""
@@ -180,9 +194,15 @@ def register(app: typer.Typer) -> None:
             png = folder / f"lr_find_{chosen.name}.png"
             if png.exists() and not force:
                 raise _fail(f"{png} exists; use --force to overwrite")
+            from skyclass.train.trackers import require
+            from skyclass.train.trackers.commands import track_lr_find, wanted
+
+            trackers = wanted(cfg.log, log)
+            require(trackers)
             result = run_lr_find(
                 cfg, chosen, checkpoint=checkpoint, num_iter=num_iter, png=png, progress=progress
             )
+            track_lr_find(trackers, folder, cfg.to_dict(), chosen.name, result, png)
         except errors as exc:
             raise _fail(str(exc)) from None
         typer.echo(f"lr-find done ({len(result.lrs)} steps)", err=True)
@@ -199,6 +219,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(64),
         force: bool = typer.Option(False, "--force", help="Overwrite existing reports."),
         device: str = typer.Option("auto", help=_DEVICE_HELP),
+        log: str = typer.Option(
+            None, "--log", help=_LOG_HELP.replace(" (added to the config's log)", "")
+        ),
         progress: bool = typer.Option(True, help="Show progress bars."),
     ) -> None:
         """Per-class metrics, confusion matrix and misclassified gallery for any manifest."""
@@ -206,6 +229,11 @@ def register(app: typer.Typer) -> None:
         from skyclass.train.evaluation import evaluate_manifest
 
         try:
+            from skyclass.train.trackers import require
+            from skyclass.train.trackers.commands import track_evaluate, wanted
+
+            trackers = wanted(log)
+            require(trackers)
             metrics, folder = evaluate_manifest(
                 target,
                 manifest,
@@ -216,6 +244,7 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 progress=progress,
             )
+            track_evaluate(trackers, target, manifest, folder)
         except errors as exc:
             raise _fail(str(exc)) from None
         typer.echo(f"accuracy: {metrics['accuracy']:.4f} (n={metrics['n']})")

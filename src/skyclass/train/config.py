@@ -129,8 +129,13 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     lr_find: LRFindConfig = field(default_factory=LRFindConfig)
     stages: tuple[StageConfig, ...] = (StageConfig(name="head", epochs=3),)
+    #: Experiment trackers: "csv" (metrics.csv, always on), "tensorboard", "mlflow", "wandb".
+    log: tuple[str, ...] = ("csv",)
 
     def __post_init__(self) -> None:
+        from skyclass.train.trackers.base import parse_log
+
+        object.__setattr__(self, "log", parse_log(self.log))
         if not self.stages:
             raise ConfigError("at least one stage is needed")
         if self.image_size < 32:

@@ -11,8 +11,6 @@ per rank) are restored on resume too, for anything that draws outside an epoch.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -35,6 +33,8 @@ from skyclass.train.loaders import per_rank_batch
 from skyclass.train.loaders import train_loader as _train_loader
 from skyclass.train.run_state import RunExists, RunState, prepare_run_dir
 from skyclass.train.runtime import Runtime
+from skyclass.train.trackers import RunInfo, open_trackers, require, run_tags
+from skyclass.train.trackers.csv_metrics import METRICS_COLUMNS
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -54,20 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-METRICS_COLUMNS = (
-    "epoch",
-    "stage",
-    "stage_epoch",
-    "max_lr",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "train_images_per_s",
-    "val_images_per_s",
-    "seconds",
-)
 
 
 @dataclass(frozen=True)
@@ -97,17 +83,6 @@ def runtime_for(config: TrainConfig) -> Runtime:
     )
 
 
-def _write_metrics_csv(path: Path, history: list[dict[str, Any]]) -> None:
-    from skyclass.outputs import write_text_atomic
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    write_text_atomic(path, buf.getvalue())
-
-
 def fit(
     config: TrainConfig,
     *,
@@ -128,10 +103,13 @@ def fit(
     wall_start = time.perf_counter()
     ckpt = None
     if resume is not None:
+        asked = config.log
         config, ckpt = read_resume(resume)
+        config = replace(config, log=(*config.log, *asked))  # and any --log added
     if device is not None:
         config = replace(config, device=device)
     runtime = runtime_for(config)
+    require(config.log)
     per_rank_batch(config, runtime)  # the global batch must split over the processes
     if ckpt is not None:
         _check_world(ckpt, runtime, resume)
@@ -182,17 +160,24 @@ def _fit(
         set_rng_state(states[runtime.rank] if runtime.rank < len(states) else states[0])
     saver = CheckpointSaver(state.run_dir, runtime)
 
-    def write_metrics(s: RunState) -> None:
-        if runtime.is_main:
-            _write_metrics_csv(s.run_dir / "metrics.csv", s.history)
+    trackers = _open_trackers(ctx, state, resumed=ckpt is not None)
+
+    def write_metrics(s: RunState) -> None:  # metrics.csv is the csv tracker's (rank 0 only)
+        trackers.log_epoch(s.history[-1], len(s.history) * trackers.steps_per_epoch)
 
     for si, stage in enumerate(config.stages):
         first = state.first_epoch(si, config.stage_epochs(stage))
         if first is not None:
-            train_stage(ctx, state, saver, si, first, progress=progress, on_epoch=write_metrics)
+            train_stage(
+                ctx, state, saver, si, first, progress=progress, on_epoch=write_metrics,
+                trackers=trackers,
+            )  # fmt: skip
     from skyclass.train.distributed import on_main
 
-    summary = on_main(lambda: final_reports(ctx, state, saver, wall_start, progress), runtime)
+    summary = on_main(
+        lambda: final_reports(ctx, state, saver, wall_start, progress, trackers), runtime
+    )
+    trackers.finish()
     return FitResult(
         run_dir=state.run_dir,
         best_checkpoint=saver.best,
@@ -204,8 +189,31 @@ def _fit(
     )
 
 
+def _open_trackers(ctx: TrainingContext, state: RunState, *, resumed: bool) -> Any:
+    """The run's trackers (rank 0; none elsewhere), its config and tags logged; global step =
+    epochs done x this rank's optimizer steps per epoch."""
+    from skyclass.train.loaders import per_rank_items
+    from skyclass.train.schedule import steps_per_epoch
+
+    config, rt = ctx.config, ctx.runtime
+    n_items = per_rank_items(len(ctx.train_src), rt)
+    n_steps = steps_per_epoch(n_items, per_rank_batch(config, rt), config.max_steps)
+    info = RunInfo(state.run_dir, config.name, resume=resumed, history=tuple(state.history),
+                   start_step=len(state.history) * n_steps)  # fmt: skip
+    trackers = open_trackers(config.log, info)
+    trackers.steps_per_epoch = n_steps
+    manifests = {"train": config.train, "val": config.val, "test": config.test}
+    trackers.log_params(config.to_dict(), run_tags(manifests, str(rt.device)))
+    return trackers
+
+
 def final_reports(
-    ctx: TrainingContext, state: RunState, saver: Any, wall_start: float, progress: bool
+    ctx: TrainingContext,
+    state: RunState,
+    saver: Any,
+    wall_start: float,
+    progress: bool,
+    trackers: Any = None,
 ) -> dict[str, Any]:
     """Curves, then the best checkpoint through the evaluate chain on val and test, and
     summary.json (rank 0)."""
@@ -248,6 +256,8 @@ def final_reports(
             desc=split,
             progress=progress,
         )
+        if trackers is not None:
+            trackers.log_eval(split, run_dir / "reports" / manifest.source.stem)
         summary[f"{split}_accuracy"] = m["accuracy"]
         summary[f"{split}_recall"] = {c: v["recall"] for c, v in m["per_class"].items()}
     summary["wall_seconds_this_session"] = time.perf_counter() - wall_start

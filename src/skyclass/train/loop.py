@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -150,6 +150,7 @@ def train_one_epoch(
     desc: str = "train",
     progress: bool = True,
     options: StepOptions | None = None,
+    on_step: Callable[[int, float, float], None] | None = None,
     **step: Any,
 ) -> EpochMetrics:
     """Train for one pass over ``loader`` (or ``max_steps`` batches); NLL loss on log-softmax.
@@ -161,6 +162,8 @@ def train_one_epoch(
     shuffled copy of itself, lam ~ Beta(a, a), and the loss with it (mixup; on cached prefix
     features it is manifold mixup at that block). Training accuracy is then counted against the
     dominant target. With several processes, loss and accuracy are summed over all ranks.
+    ``on_step(step, loss, lr)`` is called after each optimizer step (1-based within the epoch;
+    lr: the rate that step used; this process's loss).
     """
     opts = options if options is not None else StepOptions(**step)
     train_mode(model)
@@ -176,8 +179,11 @@ def train_one_epoch(
             break
         x, y = _to_device(x, y, opts)
         loss, out, y = train_step(model, x, y, optimizer, opts)
+        lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
+        if on_step is not None:
+            on_step(i + 1, float(loss.item()), float(lr))
         b = y.shape[0]
         loss_sum += loss.item() * b
         correct += int((out.argmax(1) == y).sum())

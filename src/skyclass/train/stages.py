@@ -40,6 +40,7 @@ def stage_rate(
     stage_index: int,
     options: loop.StepOptions,
     progress: bool,
+    trackers: Any = None,
 ) -> float:
     """The stage's max rate: from the resumed run, the config, or an LR range test (its curve
     written by rank 0; every rank gets the same suggestion, the loss being all-reduced)."""
@@ -71,6 +72,8 @@ def stage_rate(
         plot_lr_find(res, reports / f"lr_find_{stage.name}.png", f"stage {stage.name}")
         text = json.dumps(res.to_dict(), indent=1) + "\n"
         write_text_atomic(reports / f"lr_find_{stage.name}.json", text)
+        if trackers is not None:
+            trackers.log_lr_find(stage.name, res, reports / f"lr_find_{stage.name}.png")
     barrier(rt)
     state.stage_lrs[stage.name] = res.suggestion
     return res.suggestion
@@ -142,6 +145,7 @@ def run_epoch(
     epoch: int,
     parts: StageParts,
     progress: bool,
+    trackers: Any = None,
 ) -> dict[str, Any]:
     """Train one epoch (this rank's shard of the seeded draw), validate, and record the row."""
     config = ctx.config
@@ -160,6 +164,7 @@ def run_epoch(
         desc=desc,
         progress=progress,
         options=parts.options,
+        on_step=trackers.step_logger(g * trackers.steps_per_epoch) if trackers else None,
     )
     val_loss, val_acc, val_ips, val_seconds = validate(ctx, progress)
     row = {
@@ -184,7 +189,7 @@ def run_epoch(
 
 
 def stage_parts(
-    ctx: TrainingContext, state: RunState, stage_index: int, progress: bool
+    ctx: TrainingContext, state: RunState, stage_index: int, progress: bool, trackers: Any = None
 ) -> StageParts:
     """Unfreeze the stage's blocks, wrap the new trainable tail, and build its rate, optimizer,
     OneCycle (epochs x this rank's batches) and scaler, continued from a resumed checkpoint."""
@@ -211,7 +216,7 @@ def stage_parts(
         runtime=rt,
         scaler=rt.amp.scaler(),
     )
-    max_lr = stage_rate(ctx, state, stage_index, options, progress)
+    max_lr = stage_rate(ctx, state, stage_index, options, progress, trackers)
     n_items = per_rank_items(len(ctx.train_src), rt)
     n_steps = steps_per_epoch(n_items, per_rank_batch(config, rt), config.max_steps)
     optimizer = make_optimizer(model, stage, max_lr)
@@ -226,6 +231,11 @@ def stage_parts(
         "stage %s: blocks %s, %d epochs, max lr %.2e",
         stage.name, stage.unfreeze, config.stage_epochs(stage), max_lr,
     )  # fmt: skip
+    if trackers is not None:
+        trackers.log_stage(
+            stage.name, index=stage_index, blocks=list(stage.unfreeze),
+            epochs=config.stage_epochs(stage), max_lr=max_lr,
+        )  # fmt: skip
     return StageParts(options=options, optimizer=optimizer, scheduler=scheduler, max_lr=max_lr)
 
 
@@ -238,11 +248,12 @@ def train_stage(
     *,
     progress: bool,
     on_epoch: Any = None,
+    trackers: Any = None,
 ) -> None:
     """Epochs ``first_epoch``.. of a stage; best.pt when validation improves, last.pt always."""
-    parts = stage_parts(ctx, state, stage_index, progress)
+    parts = stage_parts(ctx, state, stage_index, progress, trackers)
     for ep in range(first_epoch, ctx.config.stage_epochs(ctx.config.stages[stage_index])):
-        row = run_epoch(ctx, state, stage_index, ep, parts, progress)
+        row = run_epoch(ctx, state, stage_index, ep, parts, progress, trackers)
         is_best = row["val_accuracy"] > state.best_val_accuracy
         if is_best:
             state.best_val_accuracy = row["val_accuracy"]
