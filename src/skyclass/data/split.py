@@ -165,7 +165,18 @@ def read_table(path: Path) -> list[dict[str, str]]:
             delim = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
         except csv.Error:
             delim = ","
-    return list(csv.DictReader(io.StringIO(text), delimiter=delim))
+    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    try:
+        return list(reader)
+    except csv.Error as exc:  # a field over csv's 128 KB limit, a NUL byte, ...
+        raise SplitInputError(f"{path}: line {reader.line_num + 1}: {exc}") from None
+
+
+def _check_columns(rows: list[dict[str, str]], what: str) -> None:
+    """Every row has exactly the header's fields (DictReader fills gaps with None)."""
+    for n, r in enumerate(rows, start=2):
+        if None in r or None in r.values():  # more fields than the header, or fewer
+            raise SplitInputError(f"{what}: row {n} does not have the header's columns")
 
 
 def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
@@ -176,6 +187,7 @@ def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
     need = {"path", "label"} - set(rows[0])
     if need:
         raise SplitInputError(f"manifest {path} lacks column(s): {', '.join(sorted(need))}")
+    _check_columns(rows, f"manifest {path}")
     keep = [_unescaped(r) for r in rows if r.get("status", "use") in ("use", "")]
     seen: set[str] = set()
     for r in keep:
@@ -242,6 +254,7 @@ def read_groups(path: Path, column: str) -> dict[str, str]:
         raise SplitInputError(
             f"groups file {path} has no column {column!r} (columns: {', '.join(sorted(cols))})"
         )
+    _check_columns(rows, f"groups file {path}")
     out: dict[str, str] = {}
     for r in rows:
         if "path" in cols:
