@@ -139,6 +139,5 @@ def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:
     console.print(table)
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the skyclass CLI."""
-    app.command("export")(export)
+#: This area's commands, by the name the CLI gives them.
+COMMANDS = {"export": export}
