@@ -80,8 +80,14 @@ def export(
 
     from skyclass.export.config import ExportConfig, ExportError, ParityBounds
     from skyclass.export.pipeline import ParityError, int8_left_out_message, run_export
+    from skyclass.outputs import OutputExists, check_writable
 
     err = Console(stderr=True, soft_wrap=True)
+    try:
+        check_writable(out)
+    except OutputExists as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
     try:
         config = ExportConfig(
             out=str(out),
