@@ -116,3 +116,18 @@ def test_load_model_by_name_default_and_variant(model: skyclass.Model) -> None:
     assert int8.predictor.variant == "int8"
     assert int8.predict(PHOTOS[0]).label == model.predict(PHOTOS[0]).label
     assert "flying-objects" in repr(model)
+
+
+def test_the_readme_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## The Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    png = next((REPO_ROOT / "tests" / "fixtures" / "images").glob("*.png"))
+    for name, real in (("photo.jpg", PHOTOS[2]), ("a.jpg", PHOTOS[0]), ("b.png", png)):
+        assert f'"{name}"' in code
+        code = code.replace(f'"{name}"', repr(str(real)))
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert len(scope["predictions"]) == 2  # type: ignore[arg-type]
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split()[0] in CLASSES and printed[1] == str(CLASSES)

@@ -116,7 +116,7 @@ def test_split_ragged_groups_file(manifest: Path, tmp_path: Path) -> None:
     groups = tmp_path / "g.csv"
     groups.write_text("path,source_repo\n" + f"{rows[0]['path']},a,b\n")
     result = cli("split", str(manifest), "--out", str(tmp_path / "s"), "--groups", str(groups))
-    one_line(result, "groups file", "row 2")
+    one_line(result, "g.csv", "row 2")
 
 
 # ---- evaluate --------------------------------------------------------------------------------

@@ -150,8 +150,9 @@ class SplitResult:
         }
 
 
-def read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV or TSV file (delimiter from the extension, else sniffed)."""
+def read_table(path: Path, strict: bool = False) -> list[dict[str, str]]:
+    """Rows of a CSV or TSV file (delimiter from the extension, else sniffed); ``strict``: each
+    row has exactly the header's fields."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
@@ -167,27 +168,23 @@ def read_table(path: Path) -> list[dict[str, str]]:
             delim = ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delim)
     try:
-        return list(reader)
-    except csv.Error as exc:  # a field over csv's 128 KB limit, a NUL byte, ...
+        rows = list(reader)
+    except csv.Error as exc:  # a field over csv's 128 KB limit, ...
         raise SplitInputError(f"{path}: line {reader.line_num + 1}: {exc}") from None
-
-
-def _check_columns(rows: list[dict[str, str]], what: str) -> None:
-    """Every row has exactly the header's fields (DictReader fills gaps with None)."""
-    for n, r in enumerate(rows, start=2):
-        if None in r or None in r.values():  # more fields than the header, or fewer
-            raise SplitInputError(f"{what}: row {n} does not have the header's columns")
+    bad = next((n for n, r in enumerate(rows, 2) if None in r or None in r.values()), None)
+    if strict and bad:
+        raise SplitInputError(f"{path}: row {bad} does not have the header's columns")
+    return rows
 
 
 def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
     """Manifest rows to use (``status`` column, when present, must be ``use``) and how many not."""
-    rows = read_table(path)
+    rows = read_table(path, strict=True)
     if not rows:
         raise SplitInputError(f"manifest {path} has no rows")
     need = {"path", "label"} - set(rows[0])
     if need:
         raise SplitInputError(f"manifest {path} lacks column(s): {', '.join(sorted(need))}")
-    _check_columns(rows, f"manifest {path}")
     keep = [_unescaped(r) for r in rows if r.get("status", "use") in ("use", "")]
     seen: set[str] = set()
     for r in keep:
@@ -246,7 +243,7 @@ def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[s
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """path -> metadata group value. Keys: a ``path`` column, or ``class``/``label`` + ``file``."""
-    rows = read_table(path)
+    rows = read_table(path, strict=True)
     if not rows:
         raise SplitInputError(f"groups file {path} has no rows")
     cols = set(rows[0])
@@ -254,7 +251,6 @@ def read_groups(path: Path, column: str) -> dict[str, str]:
         raise SplitInputError(
             f"groups file {path} has no column {column!r} (columns: {', '.join(sorted(cols))})"
         )
-    _check_columns(rows, f"groups file {path}")
     out: dict[str, str] = {}
     for r in rows:
         if "path" in cols:

@@ -84,7 +84,7 @@ def export(
 
     err = Console(stderr=True, soft_wrap=True)
     try:
-        check_writable(out)
+        check_writable(out)  # before any work (ParityError below is imported later)
     except OutputExists as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
