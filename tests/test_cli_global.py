@@ -137,3 +137,58 @@ def test_quiet_and_verbose_set_the_log_level(tmp_path: Path) -> None:
     assert level("-q") == str(40)
     assert level(env={"SKYCLASS_LOG_LEVEL": "debug"}) == str(10)
     assert level("-q", env={"SKYCLASS_LOG_LEVEL": "debug"}) == str(40)
+
+
+def _on_a_terminal(*args: str) -> tuple[int, str, str]:
+    """Run ``skyclass ARGS`` with stderr on a pseudo-terminal; (exit, stdout, terminal text)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "skyclass", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the terminal closed with the process
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    out, _ = proc.communicate(timeout=300)
+    reader.join(timeout=10)
+    os.close(master)
+    return proc.returncode, out.decode(), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_only(tmp_path: Path) -> None:
+    from tests.conftest import CLASSES, shared_images
+
+    for cls in CLASSES:
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for photo in shared_images(cls, 3):
+            (tmp_path / "photos" / cls / photo.name).write_bytes(photo.read_bytes())
+    photos = str(tmp_path / "photos")
+    code, out, tty = _on_a_terminal("predict", "--format", "csv", photos)
+    assert code == 0 and len(out.splitlines()) == 13, tty
+    assert "classifying" in tty and "12/12" in tty  # the bar, on the terminal
+    assert "classifying" not in out  # never in the results
+    code, out, tty = _on_a_terminal("-q", "predict", "--format", "csv", photos)
+    assert code == 0 and len(out.splitlines()) == 13 and "classifying" not in tty
+    piped = skyclass("predict", "--format", "csv", photos)  # stderr a pipe: no bar
+    assert piped.returncode == 0 and piped.stderr == ""
+    code, out, tty = _on_a_terminal("audit", photos, "--out", str(tmp_path / "a"), "--workers", "1")
+    assert code == 0 and "auditing" in tty and "12/12" in tty, tty
+    assert "auditing" not in out
