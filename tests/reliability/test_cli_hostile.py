@@ -81,6 +81,10 @@ def test_out_on_a_read_only_folder_is_refused_first(
     cases = {
         "audit": ["audit", str(photos), "--out", str(out), "--workers", "1"],
         "split": ["split", str(manifest), "--out", str(out)],
+        "label-issues": [
+            *("label-issues", str(manifest), "--data-root", str(DATA_ROOT)),
+            *("--out", str(out), "--weights", str(WEIGHTS)),
+        ],
         "train": ["train", "--config", str(config), "--no-progress"],
         "lr-find": ["lr-find", "--config", str(config), "--out", str(out), "--no-progress"],
         "evaluate": ["evaluate", str(tmp_path / "run"), str(manifest), "--out", str(out)],
