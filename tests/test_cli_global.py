@@ -15,22 +15,13 @@ import pytest
 from typer.models import OptionInfo
 
 from skyclass.cli import build_app
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, run_cli
 
 COMMANDS = [c.name for c in build_app().registered_commands]
 
 
-def skyclass(
-    *args: str, env: dict[str, str] | None = None, cwd: Path = REPO_ROOT
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "skyclass", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def skyclass(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli(*args, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_every_area_command_is_registered() -> None:

@@ -18,20 +18,17 @@ import pytest
 from typer.testing import CliRunner
 
 from skyclass.cli import build_app
-from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images, write_manifest
+from tests.conftest import (
+    CLASSES,
+    DATA_ROOT,
+    REPO_ROOT,
+    WEIGHTS,
+    run_cli,
+    shared_images,
+    write_manifest,
+)
 
 PHOTO = shared_images("flying_birds", 1)[0]
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "skyclass", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def one_line(result: subprocess.CompletedProcess[str], *words: str, code: int = 2) -> str:
@@ -46,7 +43,7 @@ def one_line(result: subprocess.CompletedProcess[str], *words: str, code: int = 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "65536"])
 def test_serve_port_out_of_range(port: str) -> None:
-    one_line(cli("serve", "--port", port), "--port")
+    one_line(run_cli("serve", "--port", port), "--port")
 
 
 # ---- --out that cannot be written: refused before the run -----------------------------------
@@ -91,7 +88,7 @@ def test_out_on_a_read_only_folder_is_refused_first(
         "export": ["export", str(tmp_path / "run"), "--out", str(out)],
     }
     for command, args in cases.items():
-        result = cli(*args)
+        result = run_cli(*args)
         code = 1 if command == "export" else 2
         one_line(result, "cannot write", code=code)
     assert not out.exists()
@@ -111,7 +108,7 @@ def test_out_on_a_read_only_folder_is_refused_first(
 def test_split_malformed_manifest(text: str, words: list[str], tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
     path.write_text(text)
-    one_line(cli("split", str(path), "--out", str(tmp_path / "s")), *words)
+    one_line(run_cli("split", str(path), "--out", str(tmp_path / "s")), *words)
     assert not (tmp_path / "s").exists()
 
 
@@ -119,7 +116,7 @@ def test_split_ragged_groups_file(manifest: Path, tmp_path: Path) -> None:
     rows = list(csv.DictReader(manifest.open()))
     groups = tmp_path / "g.csv"
     groups.write_text("path,source_repo\n" + f"{rows[0]['path']},a,b\n")
-    result = cli("split", str(manifest), "--out", str(tmp_path / "s"), "--groups", str(groups))
+    result = run_cli("split", str(manifest), "--out", str(tmp_path / "s"), "--groups", str(groups))
     one_line(result, "g.csv", "row 2")
 
 
@@ -127,15 +124,15 @@ def test_split_ragged_groups_file(manifest: Path, tmp_path: Path) -> None:
 
 
 def test_evaluate_bad_options_and_a_corrupt_checkpoint(manifest: Path, tmp_path: Path) -> None:
-    one_line(cli("evaluate", "run", str(manifest), "--batch-size", "0"), "--batch-size")
+    one_line(run_cli("evaluate", "run", str(manifest), "--batch-size", "0"), "--batch-size")
     taken = tmp_path / "taken.txt"
     taken.write_text("mine")
-    result = cli("evaluate", "run", str(manifest), "--out", str(taken))
+    result = run_cli("evaluate", "run", str(manifest), "--out", str(taken))
     one_line(result, str(taken), "not a folder")
     assert taken.read_text() == "mine"
     corrupt = tmp_path / "best.pt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint" * 100)
-    one_line(cli("evaluate", str(corrupt), str(manifest)), "best.pt")
+    one_line(run_cli("evaluate", str(corrupt), str(manifest)), "best.pt")
 
 
 # ---- predict ---------------------------------------------------------------------------------
@@ -146,12 +143,12 @@ def test_predict_escapes_terminal_codes_in_names(tmp_path: Path) -> None:
     shutil.copy2(PHOTO, tmp_path / evil)
     (tmp_path / ("bad\x1b[31m.jpg")).write_text("not a photo")
     for fmt in ("table", "csv", "json"):
-        result = cli("predict", "--format", fmt, str(tmp_path))
+        result = run_cli("predict", "--format", fmt, str(tmp_path))
         assert result.returncode == 1, result.stderr
         assert "\x1b" not in result.stdout + result.stderr, (fmt, result.stdout)
         assert "\x07" not in result.stdout + result.stderr and "\x9b" not in result.stdout
         assert "bad\\x1b[31m.jpg: the data is not an image" in result.stderr
-    table = cli("predict", str(tmp_path / evil)).stdout
+    table = run_cli("predict", str(tmp_path / evil)).stdout
     assert "a\\x1b[2J\\x1b]0;owned\\x07\\x9b31m.jpg" in table
 
 
@@ -238,6 +235,6 @@ def test_predict_says_which_folders_it_could_not_read(
 
 def test_predict_prints_no_empty_table_when_every_file_fails(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_text("not a photo")
-    result = cli("predict", str(tmp_path / "a.jpg"))
+    result = run_cli("predict", str(tmp_path / "a.jpg"))
     assert result.returncode == 1 and result.stdout == "", result.stdout
     assert "a.jpg: the data is not an image" in result.stderr
