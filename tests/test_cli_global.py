@@ -41,7 +41,10 @@ def test_version_comes_from_pyproject_once() -> None:
 
 
 def test_shell_completion_is_typers() -> None:
-    script = skyclass("--show-completion", "bash")
+    # typer's switch for naming the shell instead of detecting the parent process's
+    script = skyclass(
+        "--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    )
     assert script.returncode == 0 and "_SKYCLASS_COMPLETE" in script.stdout
     env = {"_SKYCLASS_COMPLETE": "complete_bash", "COMP_WORDS": "skyclass pre", "COMP_CWORD": "1"}
     assert skyclass(env=env).stdout.split() == ["predict"]
