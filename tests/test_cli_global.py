@@ -77,6 +77,8 @@ def test_help_fits_80_columns_whole(command: str | None) -> None:
 def test_no_arguments_is_the_help() -> None:
     out = skyclass()
     assert out.returncode == 0 and out.stdout.startswith("Usage: skyclass")
+    assert skyclass("-h").stdout == out.stdout
+    assert skyclass("predict", "-h").stdout == skyclass("predict", "--help").stdout
 
 
 @pytest.mark.parametrize(
