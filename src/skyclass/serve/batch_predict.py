@@ -104,7 +104,10 @@ def classify_files(found: FoundImages, model: Model, fmt: str, options: PredictO
     # The bar only on a terminal: piped, stderr carries nothing but the failures.
     shown = options.bar and len(found.files) > 1 and sys.stderr.isatty()
     explain = options.explain is not None
-    with progress_bar(desc="classifying", total=len(found.files), unit="img", enabled=shown) as b:
+    bar = progress_bar(
+        desc="classifying", total=len(found.files), unit="img", enabled=shown, leave=True
+    )
+    with bar as b:
         for path in found.files:
             try:
                 result = model.predict(path, top_k=k, reject=options.reject, explain=explain)
