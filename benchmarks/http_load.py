@@ -105,7 +105,9 @@ def run_wrk(
 def serve_command(model_dir: Path, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("skyclass")
     prefix = [str(exe)] if exe.is_file() else [sys.executable, "-m", "skyclass.cli"]
-    return [*prefix, "serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)]
+    # -q: no log line per request (it would cost throughput, and nobody reads the pipe)
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(model_dir)]
+    return [*prefix, "-q", *serve]
 
 
 @dataclass(frozen=True)

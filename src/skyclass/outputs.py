@@ -17,12 +17,36 @@ class OutputExists(Exception):
     exit_code: int = 2
 
 
+class OutputNotWritable(OutputExists):
+    """The output cannot be created where it was asked for (read-only, not a folder)."""
+
+
+def check_writable(out: Path) -> None:
+    """Refuse, before any long work, an output that could not be written: its nearest existing
+    ancestor must be a folder this process can create files in (tested by creating one)."""
+    out = Path(out)
+    parent = out.parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputNotWritable(f"cannot write {out}: {parent} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{out.name}.probe-", dir=parent)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputNotWritable(f"cannot write {out}: {parent}: {reason}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_output(out: Path, force: bool) -> None:
-    """Refuse an existing output unless ``force``; call before any long work."""
+    """Refuse an existing output unless ``force``, and one that could not be written; call
+    before any long work."""
     if out.exists() and not force:
         raise OutputExists(f"output folder {out} exists; use --force to replace it")
     if out.exists() and not out.is_dir():
         raise OutputExists(f"output {out} exists and is not a folder")
+    check_writable(out)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:

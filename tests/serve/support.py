@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -101,6 +102,11 @@ def start_server(*args: str, env: dict[str, str] | None = None) -> tuple[subproc
         _, err = proc.communicate(timeout=10)
         raise AssertionError(f"server did not start: {line!r} {err[-2000:]!r}")
     url = match.group(0)
+    # One log line per request goes to stderr: read it as it comes, so the pipe never fills up
+    # and blocks the server; the lines are kept on proc.stderr_lines.
+    lines: list[str] = []
+    threading.Thread(target=lines.extend, args=(proc.stderr,), daemon=True).start()
+    proc.stderr_lines = lines  # type: ignore[attr-defined]
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:

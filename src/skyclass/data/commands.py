@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from skyclass.cli import cli_options
 from skyclass.cli import fail as _fail
 
 EXIT_BAD_INPUT = 2
@@ -14,6 +15,7 @@ EXIT_UNREADABLE = 3
 
 
 def audit(
+    ctx: typer.Context,
     data_dir: Path = typer.Argument(..., help="Folder with one subfolder per class."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (refused if it exists)."),
     near_threshold: int = typer.Option(6, help="Max pHash Hamming distance (64 bits)."),
@@ -47,7 +49,7 @@ def audit(
             drop_label_conflicts=not keep_conflicts,
             workers=workers,
         )
-        with progress_bar(desc="auditing", unit="img") as bar:
+        with progress_bar(desc="auditing", unit="img", enabled=not cli_options(ctx).quiet) as bar:
             report = run_audit(config, progress=bar.update, total=_set_total(bar))
         write_outputs(report, out, force=force)
     except (AuditInputError, OutputExists) as exc:
@@ -203,11 +205,8 @@ def label_issues(
     )
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the skyclass CLI."""
-    app.command("audit")(audit)
-    app.command("label-issues")(label_issues)
-    app.command("split")(split)
+#: This area's commands, by the name the CLI gives them.
+COMMANDS = {"audit": audit, "label-issues": label_issues, "split": split}
 
 
 def _set_total(bar: Any) -> Any:

@@ -150,8 +150,9 @@ class SplitResult:
         }
 
 
-def read_table(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV or TSV file (delimiter from the extension, else sniffed)."""
+def read_table(path: Path, strict: bool = False) -> list[dict[str, str]]:
+    """Rows of a CSV or TSV file (delimiter from the extension, else sniffed); ``strict``: each
+    row has exactly the header's fields."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
@@ -165,12 +166,20 @@ def read_table(path: Path) -> list[dict[str, str]]:
             delim = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
         except csv.Error:
             delim = ","
-    return list(csv.DictReader(io.StringIO(text), delimiter=delim))
+    reader = csv.DictReader(io.StringIO(text), delimiter=delim)
+    try:
+        rows = list(reader)
+    except csv.Error as exc:  # a field over csv's 128 KB limit, ...
+        raise SplitInputError(f"{path}: line {reader.line_num + 1}: {exc}") from None
+    bad = next((n for n, r in enumerate(rows, 2) if None in r or None in r.values()), None)
+    if strict and bad:
+        raise SplitInputError(f"{path}: row {bad} does not have the header's columns")
+    return rows
 
 
 def read_manifest(path: Path) -> tuple[list[dict[str, str]], int]:
     """Manifest rows to use (``status`` column, when present, must be ``use``) and how many not."""
-    rows = read_table(path)
+    rows = read_table(path, strict=True)
     if not rows:
         raise SplitInputError(f"manifest {path} has no rows")
     need = {"path", "label"} - set(rows[0])
@@ -234,7 +243,7 @@ def read_review(path: Path, rows: Sequence[dict[str, str]]) -> dict[str, tuple[s
 
 def read_groups(path: Path, column: str) -> dict[str, str]:
     """path -> metadata group value. Keys: a ``path`` column, or ``class``/``label`` + ``file``."""
-    rows = read_table(path)
+    rows = read_table(path, strict=True)
     if not rows:
         raise SplitInputError(f"groups file {path} has no rows")
     cols = set(rows[0])

@@ -86,19 +86,15 @@ def export(
 
     from skyclass.export.config import ExportConfig, ExportError, ParityBounds
     from skyclass.export.pipeline import ParityError, int8_left_out_message, run_export
+    from skyclass.outputs import OutputExists, check_writable
 
     err = Console(stderr=True, soft_wrap=True)
     try:
-        from skyclass.train.trackers import TrackerUnavailable, require
-        from skyclass.train.trackers.commands import track_export, wanted
-
-        trackers = wanted(log)
-        require(trackers)
-    except TrackerUnavailable as exc:
-        from rich.markup import escape  # the message names skyclass[extra]: not markup
-
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(2) from None
+        check_writable(out)  # before any work (ParityError below is imported later)
+    except OutputExists as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    trackers = _trackers(log, err)
     try:
         config = ExportConfig(
             out=str(out),
@@ -143,9 +139,27 @@ def export(
     console.print(f"wrote {result.out} in {result.seconds['total']:.1f} s")
     if result.int8.get("status") == "left_out":
         err.print(f"[yellow]note:[/yellow] {int8_left_out_message(result.int8)}", highlight=False)
+    from skyclass.train.trackers.commands import track_export
+
     digest = track_export(trackers, source, result.out)
     if digest:
         console.print(f"logged to {', '.join(trackers[1:])}: model folder sha256 {digest}")
+
+
+def _trackers(log: str | None, err: Any) -> Any:
+    """The trackers asked for, their extras checked before any work (one line if missing)."""
+    from rich.markup import escape
+
+    from skyclass.train.trackers import TrackerUnavailable, require
+    from skyclass.train.trackers.commands import wanted
+
+    try:
+        trackers = wanted(log)
+        require(trackers)
+    except TrackerUnavailable as exc:  # the message names skyclass[extra]: not markup
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(2) from None
+    return trackers
 
 
 def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:
@@ -159,6 +173,5 @@ def _print_table(report: Any, console: Any, table_cls: Any, title: str) -> None:
     console.print(table)
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the skyclass CLI."""
-    app.command("export")(export)
+#: This area's commands, by the name the CLI gives them.
+COMMANDS = {"export": export}

@@ -8,16 +8,10 @@ from typing import Any
 
 import typer
 
+from skyclass.cli import cli_options
 from skyclass.cli import fail as _fail
 
 _OVERRIDE_HELP = "Overrides the config file's value."
-_LOG_HELP = "Trackers, comma-separated: csv,tensorboard,mlflow,wandb (added to the config's log)."
-
-
-def _log_list(log: str | None) -> tuple[str, ...]:
-    from skyclass.train.trackers import parse_log
-
-    return parse_log(log) if log else ()
 
 
 def _load(config: Path, **overrides: Any) -> Any:
@@ -29,11 +23,12 @@ def _load(config: Path, **overrides: Any) -> Any:
 def _user_errors() -> tuple[type[Exception], ...]:
     from skyclass.data.dataset import DataError
     from skyclass.model import CheckpointError
+    from skyclass.outputs import OutputExists
     from skyclass.train.config import ConfigError
     from skyclass.train.device import DeviceError
     from skyclass.train.run_state import RunExists
 
-    return (ConfigError, DataError, RunExists, CheckpointError, DeviceError)
+    return (ConfigError, DataError, RunExists, CheckpointError, DeviceError, OutputExists)
 
 
 _DEVICE_HELP = "auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps."
@@ -72,185 +67,235 @@ def _hand_over(ctx: typer.Context, nproc: int, cfg: Any, device: str | None) -> 
         raise _fail("a training process failed (its error is above)", code)
 
 
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the skyclass CLI."""
+def _bars(ctx: typer.Context, progress: bool) -> bool:
+    """Progress bars unless --no-progress or the global -q."""
+    return progress and not cli_options(ctx).quiet
 
-    @app.command("train")
-    def train(
-        ctx: typer.Context,
-        config: Path = typer.Option(None, "--config", "-c", help="TOML training config."),
-        resume: Path = typer.Option(None, help="Resume the run in this run dir (from last.pt)."),
-        force: bool = typer.Option(False, "--force", help="Overwrite an existing run dir."),
-        name: str = typer.Option(None, help=_OVERRIDE_HELP),
-        out: Path = typer.Option(None, help="Parent of the run dir. " + _OVERRIDE_HELP),
-        weights: str = typer.Option(None, help="Backbone state_dict path or 'imagenet'."),
-        data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
-        train_manifest: Path = typer.Option(None, "--train", help=_OVERRIDE_HELP),
-        val_manifest: Path = typer.Option(None, "--val", help=_OVERRIDE_HELP),
-        test_manifest: Path = typer.Option(None, "--test", help=_OVERRIDE_HELP),
-        image_size: int = typer.Option(None, help=_OVERRIDE_HELP),
-        batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
-        max_steps: int = typer.Option(None, help="Batches per epoch at most (tiny runs)."),
-        epochs_scale: float = typer.Option(None, help="Multiply every stage's epochs."),
-        workers: int = typer.Option(None, help="DataLoader workers. " + _OVERRIDE_HELP),
-        threads: int = typer.Option(None, help="torch threads. " + _OVERRIDE_HELP),
-        seed: int = typer.Option(None, help=_OVERRIDE_HELP),
-        device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
-        precision: str = typer.Option(None, help="auto, fp32, bf16 or fp16. " + _OVERRIDE_HELP),
-        nproc_per_node: int = typer.Option(
-            None, help="Processes on this machine, one per device: hands over to torchrun."
-        ),
-        log: str = typer.Option(None, "--log", help=_LOG_HELP),
-        progress: bool = typer.Option(True, help="Show progress bars."),
-    ) -> None:
-        """Train by progressive unfreezing (LR range test + OneCycle per stage) into runs/NAME."""
-        errors = _user_errors()
-        from skyclass.train.fit import fit
 
-        try:
-            if resume is not None:
-                from skyclass.train.config import TrainConfig
+def _interrupted(run_dir: Path | None) -> typer.Exit:
+    """Ctrl-C: say how to resume this very run, or that it had nothing to resume yet."""
+    if run_dir is None:
+        return _fail("interrupted", 130)
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        return _fail(f"interrupted; resume with: skyclass train --resume {run_dir}", 130)
+    return _fail(f"interrupted before the first checkpoint of {run_dir}; nothing to resume", 130)
 
-                cfg: Any = TrainConfig(
-                    name="resume", data_root="", train="", val="", log=_log_list(log) or ("csv",)
-                )
-            else:
-                if config is None:
-                    raise _fail("give --config FILE (or --resume RUN_DIR)")
-                cfg = _load(
-                    config,
-                    name=name,
-                    out=str(out) if out else None,
-                    weights=weights,
-                    data_root=str(data_root) if data_root else None,
-                    train=str(train_manifest) if train_manifest else None,
-                    val=str(val_manifest) if val_manifest else None,
-                    test=str(test_manifest) if test_manifest else None,
-                    image_size=image_size,
-                    batch_size=batch_size,
-                    max_steps=max_steps,
-                    epochs_scale=epochs_scale,
-                    workers=workers,
-                    num_threads=threads,
-                    seed=seed,
-                    device=device,
-                    precision=precision,
-                )
-                if log:
-                    cfg = replace(cfg, log=(*cfg.log, *_log_list(log)))
-            if nproc_per_node is not None and nproc_per_node > 1:
-                _hand_over(ctx, nproc_per_node, cfg, device)
-                return
-            result = fit(cfg, resume=resume, force=force, progress=progress, device=device)
-        except errors as exc:
-            raise _fail(str(exc)) from None
-        except KeyboardInterrupt:
-            raise _fail("interrupted; resume with --resume RUN_DIR", 130) from None
-        s = result.summary
-        if result.rank:
+
+_LOG_HELP = "Trackers, comma-separated: csv,tensorboard,mlflow,wandb (added to the config's log)."
+
+
+def _log_list(log: str | None) -> tuple[str, ...]:
+    from skyclass.train.trackers import parse_log
+
+    return parse_log(log) if log else ()
+
+
+def _train_config(
+    config: Path | None, resume: Path | None, log: str | None, **overrides: Any
+) -> Any:
+    """The config to train with: a placeholder when resuming (the run dir holds the real one)."""
+    if resume is not None:
+        from skyclass.train.config import TrainConfig
+
+        return TrainConfig(
+            name="resume", data_root="", train="", val="", log=_log_list(log) or ("csv",)
+        )
+    if config is None:
+        raise _fail("give --config FILE (or --resume RUN_DIR)")
+    paths = ("out", "data_root", "train", "val", "test")
+    overrides.update({k: str(overrides[k]) if overrides[k] else None for k in paths})
+    cfg = _load(config, **overrides)
+    return replace(cfg, log=(*cfg.log, *_log_list(log))) if log else cfg
+
+
+def train(
+    ctx: typer.Context,
+    config: Path = typer.Option(None, "--config", "-c", help="TOML training config."),
+    resume: Path = typer.Option(None, help="Resume the run in this run dir (from last.pt)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing run dir."),
+    name: str = typer.Option(None, help=_OVERRIDE_HELP),
+    out: Path = typer.Option(None, help="Parent of the run dir. " + _OVERRIDE_HELP),
+    weights: str = typer.Option(None, help="Backbone state_dict path or 'imagenet'."),
+    data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
+    train_manifest: Path = typer.Option(None, "--train", help=_OVERRIDE_HELP),
+    val_manifest: Path = typer.Option(None, "--val", help=_OVERRIDE_HELP),
+    test_manifest: Path = typer.Option(None, "--test", help=_OVERRIDE_HELP),
+    image_size: int = typer.Option(None, help=_OVERRIDE_HELP),
+    batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
+    max_steps: int = typer.Option(None, help="Batches per epoch at most (tiny runs)."),
+    epochs_scale: float = typer.Option(None, help="Multiply every stage's epochs."),
+    workers: int = typer.Option(None, help="DataLoader workers. " + _OVERRIDE_HELP),
+    threads: int = typer.Option(None, help="torch threads. " + _OVERRIDE_HELP),
+    seed: int = typer.Option(None, help=_OVERRIDE_HELP),
+    device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
+    precision: str = typer.Option(None, help="auto, fp32, bf16 or fp16. " + _OVERRIDE_HELP),
+    nproc_per_node: int = typer.Option(
+        None, help="Processes on this machine, one per device: hands over to torchrun."
+    ),
+    log: str = typer.Option(None, "--log", help=_LOG_HELP),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Train by progressive unfreezing (LR range test + OneCycle per stage) into runs/NAME."""
+    errors = _user_errors()
+    from skyclass.outputs import check_writable
+    from skyclass.train.fit import fit
+
+    run_dir = resume
+    try:
+        cfg = _train_config(
+            config,
+            resume,
+            log,
+            name=name,
+            out=out,
+            weights=weights,
+            data_root=data_root,
+            train=train_manifest,
+            val=val_manifest,
+            test=test_manifest,
+            image_size=image_size,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            epochs_scale=epochs_scale,
+            workers=workers,
+            num_threads=threads,
+            seed=seed,
+            device=device,
+            precision=precision,
+        )
+        run_dir = run_dir or cfg.run_dir
+        check_writable(run_dir / "checkpoints")
+        if nproc_per_node is not None and nproc_per_node > 1:
+            _hand_over(ctx, nproc_per_node, cfg, device)
             return
-        typer.echo(f"run: {result.run_dir}")
-        typer.echo(f"best val accuracy: {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
-        if "test_accuracy" in s:
-            typer.echo(f"test accuracy: {s['test_accuracy']:.4f}")
-        for stage, ips in s["images_per_s"].items():
-            typer.echo(
-                f"stage {stage}: {ips:.1f} train images/s, max lr {s['stage_lrs'][stage]:.2e}"
-            )
-        typer.echo(f"wall time: {s['wall_seconds_this_session']:.0f} s")
+        bars = _bars(ctx, progress)
+        result = fit(cfg, resume=resume, force=force, progress=bars, device=device)
+    except errors as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _interrupted(run_dir) from None
+    if not result.rank:
+        _print_summary(result)
 
-    @app.command("lr-find")
-    def lr_find_cmd(
-        config: Path = typer.Option(..., "--config", "-c", help="TOML training config."),
-        stage: str = typer.Option(None, help="Stage name (default: the first)."),
-        checkpoint: Path = typer.Option(None, help="Start from this checkpoint's weights."),
-        out: Path = typer.Option(None, help="Output folder (default: OUT/lr-find-NAME)."),
-        num_iter: int = typer.Option(None, help="Batches in the sweep."),
-        force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
-        weights: str = typer.Option(None, help=_OVERRIDE_HELP),
-        data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
-        batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
-        device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
-        log: str = typer.Option(None, "--log", help=_LOG_HELP),
-        progress: bool = typer.Option(True, help="Show progress bars."),
-    ) -> None:
-        """LR range test for one stage: writes the curve (PNG, JSON) and prints the suggestion."""
-        errors = _user_errors()
-        from skyclass.train.lr_find import run_lr_find
 
-        try:
-            cfg = _load(
-                config,
-                weights=weights,
-                data_root=str(data_root) if data_root else None,
-                batch_size=batch_size,
-                device=device,
-            )
-            stages = {s.name: s for s in cfg.stages}
-            chosen = stages.get(stage) if stage else cfg.stages[0]
-            if chosen is None:
-                raise _fail(f"unknown stage {stage!r}; config has {', '.join(stages)}")
-            folder = out or Path(cfg.out) / f"lr-find-{cfg.name}"
-            png = folder / f"lr_find_{chosen.name}.png"
-            if png.exists() and not force:
-                raise _fail(f"{png} exists; use --force to overwrite")
-            from skyclass.train.trackers import require
-            from skyclass.train.trackers.commands import track_lr_find, wanted
+def _print_summary(result: Any) -> None:
+    s = result.summary
+    typer.echo(f"run: {result.run_dir}")
+    typer.echo(f"best val accuracy: {s['best_val_accuracy']:.4f} (epoch {s['best_epoch']})")
+    if "test_accuracy" in s:
+        typer.echo(f"test accuracy: {s['test_accuracy']:.4f}")
+    for stage, ips in s["images_per_s"].items():
+        typer.echo(f"stage {stage}: {ips:.1f} train images/s, max lr {s['stage_lrs'][stage]:.2e}")
+    typer.echo(f"wall time: {s['wall_seconds_this_session']:.0f} s")
 
-            trackers = wanted(cfg.log, log)
-            require(trackers)
-            result = run_lr_find(
-                cfg, chosen, checkpoint=checkpoint, num_iter=num_iter, png=png, progress=progress
-            )
-            track_lr_find(trackers, folder, cfg.to_dict(), chosen.name, result, png)
-        except errors as exc:
-            raise _fail(str(exc)) from None
-        typer.echo(f"lr-find done ({len(result.lrs)} steps)", err=True)
-        typer.echo(f"suggested lr ({result.method}): {result.suggestion:.2e}")
-        typer.echo(f"min-loss lr: {result.min_loss_lr:.2e}, steepest: {result.steepest_lr:.2e}")
-        typer.echo(f"curve: {png}")
 
-    @app.command("evaluate")
-    def evaluate_cmd(
-        target: Path = typer.Argument(..., help="Run dir or checkpoint file."),
-        manifest: Path = typer.Argument(..., help="Manifest CSV (path,label,group)."),
-        data_root: Path = typer.Option(None, help="Default: the checkpoint's data root."),
-        out: Path = typer.Option(None, help="Default: RUN/reports/<manifest stem>."),
-        batch_size: int = typer.Option(64),
-        force: bool = typer.Option(False, "--force", help="Overwrite existing reports."),
-        device: str = typer.Option("auto", help=_DEVICE_HELP),
-        log: str = typer.Option(
-            None, "--log", help=_LOG_HELP.replace(" (added to the config's log)", "")
-        ),
-        progress: bool = typer.Option(True, help="Show progress bars."),
-    ) -> None:
-        """Per-class metrics, confusion matrix and misclassified gallery for any manifest."""
-        errors = _user_errors()
-        from skyclass.train.evaluation import evaluate_manifest
+def lr_find(
+    ctx: typer.Context,
+    config: Path = typer.Option(..., "--config", "-c", help="TOML training config."),
+    stage: str = typer.Option(None, help="Stage name (default: the first)."),
+    checkpoint: Path = typer.Option(None, help="Start from this checkpoint's weights."),
+    out: Path = typer.Option(None, help="Output folder (default: OUT/lr-find-NAME)."),
+    num_iter: int = typer.Option(None, help="Batches in the sweep."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output."),
+    weights: str = typer.Option(None, help=_OVERRIDE_HELP),
+    data_root: Path = typer.Option(None, help=_OVERRIDE_HELP),
+    batch_size: int = typer.Option(None, help=_OVERRIDE_HELP),
+    device: str = typer.Option(None, help=_DEVICE_HELP + " " + _OVERRIDE_HELP),
+    log: str = typer.Option(None, "--log", help=_LOG_HELP),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """LR range test for one stage: writes the curve (PNG, JSON) and prints the suggestion."""
+    errors = _user_errors()
+    from skyclass.outputs import check_writable
+    from skyclass.train.lr_find import run_lr_find
 
-        try:
-            from skyclass.train.trackers import require
-            from skyclass.train.trackers.commands import track_evaluate, wanted
+    try:
+        cfg = _load(
+            config,
+            weights=weights,
+            data_root=str(data_root) if data_root else None,
+            batch_size=batch_size,
+            device=device,
+        )
+        stages = {s.name: s for s in cfg.stages}
+        chosen = stages.get(stage) if stage else cfg.stages[0]
+        if chosen is None:
+            raise _fail(f"unknown stage {stage!r}; config has {', '.join(stages)}")
+        folder = out or Path(cfg.out) / f"lr-find-{cfg.name}"
+        png = folder / f"lr_find_{chosen.name}.png"
+        if png.exists() and not force:
+            raise _fail(f"{png} exists; use --force to overwrite")
+        check_writable(png)
+        from skyclass.train.trackers import require
+        from skyclass.train.trackers.commands import track_lr_find, wanted
 
-            trackers = wanted(log)
-            require(trackers)
-            metrics, folder = evaluate_manifest(
-                target,
-                manifest,
-                data_root=data_root,
-                out_dir=out,
-                force=force,
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
-            )
-            track_evaluate(trackers, target, manifest, folder)
-        except errors as exc:
-            raise _fail(str(exc)) from None
-        typer.echo(f"accuracy: {metrics['accuracy']:.4f} (n={metrics['n']})")
-        for label, m in metrics["per_class"].items():
-            typer.echo(
-                f"  {label:20s} precision {m['precision']:.3f} recall {m['recall']:.3f} "
-                f"f1 {m['f1']:.3f} support {m['support']}"
-            )
-        typer.echo(f"reports: {folder}")
+        trackers = wanted(cfg.log, log)
+        require(trackers)
+        bars = _bars(ctx, progress)
+        result = run_lr_find(
+            cfg, chosen, checkpoint=checkpoint, num_iter=num_iter, png=png, progress=bars
+        )
+        track_lr_find(trackers, folder, cfg.to_dict(), chosen.name, result, png)
+    except errors as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"lr-find done ({len(result.lrs)} steps)", err=True)
+    typer.echo(f"suggested lr ({result.method}): {result.suggestion:.2e}")
+    typer.echo(f"min-loss lr: {result.min_loss_lr:.2e}, steepest: {result.steepest_lr:.2e}")
+    typer.echo(f"curve: {png}")
+
+
+def evaluate(
+    ctx: typer.Context,
+    target: Path = typer.Argument(..., help="Run dir or checkpoint file."),
+    manifest: Path = typer.Argument(..., help="Manifest CSV (path,label,group)."),
+    data_root: Path = typer.Option(None, help="Default: the checkpoint's data root."),
+    out: Path = typer.Option(None, help="Default: RUN/reports/<manifest stem>."),
+    batch_size: int = typer.Option(64, help="Images per forward pass (>= 1)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing reports."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
+    log: str = typer.Option(
+        None, "--log", help=_LOG_HELP.replace(" (added to the config's log)", "")
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Per-class metrics, confusion matrix and misclassified gallery for any manifest."""
+    errors = _user_errors()
+    from skyclass.outputs import check_writable
+    from skyclass.train.evaluation import evaluate_manifest
+
+    if batch_size < 1:
+        raise _fail(f"--batch-size must be at least 1, got {batch_size}")
+    try:
+        if out is not None:
+            if out.exists() and not out.is_dir():
+                raise _fail(f"--out {out} exists and is not a folder")
+            check_writable(out)
+        from skyclass.train.trackers import require
+        from skyclass.train.trackers.commands import track_evaluate, wanted
+
+        trackers = wanted(log)
+        require(trackers)
+        metrics, folder = evaluate_manifest(
+            target,
+            manifest,
+            data_root=data_root,
+            out_dir=out,
+            force=force,
+            batch_size=batch_size,
+            device=device,
+            progress=_bars(ctx, progress),
+        )
+        track_evaluate(trackers, target, manifest, folder)
+    except errors as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"accuracy: {metrics['accuracy']:.4f} (n={metrics['n']})")
+    for label, m in metrics["per_class"].items():
+        typer.echo(
+            f"  {label:20s} precision {m['precision']:.3f} recall {m['recall']:.3f} "
+            f"f1 {m['f1']:.3f} support {m['support']}"
+        )
+    typer.echo(f"reports: {folder}")
+
+
+#: This area's commands, by the name the CLI gives them.
+COMMANDS = {"train": train, "lr-find": lr_find, "evaluate": evaluate}
