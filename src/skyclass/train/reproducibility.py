@@ -68,7 +68,7 @@ def make_deterministic(seed: int, threads: int, device_type: str = "cpu") -> boo
     return strict
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
@@ -107,7 +107,7 @@ def run_environment(workers: int = 0) -> dict[str, Any]:
         "versions": {d: _version(d) for d in VERSIONED},
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_isa_flags": _cpu_isa_flags(),
