@@ -50,7 +50,8 @@ BAD_FOLDERS: dict[str, tuple[Edit, str]] = {
     "files-list": (_set("files", []), "files must be an object"),
     "nested-deep": (_nested(200_000), "nested too deeply"),
     "input-name": (_set("input.name", "pixels"), "input 'pixels'"),
-    "output-name": (_set("output.name", "logits"), "output 'logits'"),
+    # not "logits": since the scope score, the ONNX file has a logits output too
+    "output-name": (_set("output.name", "scores"), "output 'scores'"),
     "input-size": (_set("preprocess.size", [224, 224]), "height 288"),
     "labels-five": (_set("labels", ["a", "b", "c", "d", "e"]), "4 classes"),
     "mean-two": (_set("preprocess.mean", [0.5, 0.5]), "mean must be 3"),
