@@ -212,7 +212,7 @@ class CountingPredictor(Predictor):
     running: ClassVar[dict[str, int]] = {"heavy": 0, "light": 0}
     most: ClassVar[dict[str, int]] = {"heavy": 0, "light": 0, "light_beside_heavy": 0}
 
-    def predict(self, image_bytes: bytes, top_k: int | None = None) -> Any:
+    def predict(self, image_bytes: bytes, top_k: int | None = None, **options: Any) -> Any:
         kind = "heavy" if len(image_bytes) > 200_000 and image_bytes[:4] == b"\x89PNG" else "light"
         with self.lock:
             self.running[kind] += 1
@@ -222,7 +222,7 @@ class CountingPredictor(Predictor):
         try:
             if kind == "heavy":
                 time.sleep(0.3)
-            return super().predict(image_bytes, top_k)
+            return super().predict(image_bytes, top_k, **options)
         finally:
             with self.lock:
                 self.running[kind] -= 1
