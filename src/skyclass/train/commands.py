@@ -164,7 +164,8 @@ def train(
             precision=precision,
         )
         run_dir = run_dir or cfg.run_dir
-        check_writable(run_dir / "checkpoints")
+        if resume is not None or force or not run_dir.exists():  # else refused below, untouched
+            check_writable(run_dir / "checkpoints")
         if nproc_per_node is not None and nproc_per_node > 1:
             _hand_over(ctx, nproc_per_node, cfg, device)
             return
