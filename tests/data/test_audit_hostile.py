@@ -43,7 +43,9 @@ def _audit_cli(root: Path, out: Path) -> tuple[subprocess.CompletedProcess, int]
         "try:\n"
         "    main()\n"
         "finally:\n"
-        "    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM, not ru_maxrss: ru_maxrss keeps the forking pytest process's size across exec
+        "    hwm = [x for x in open('/proc/self/status') if x.startswith('VmHWM')]\n"
+        "    kb = int(hwm[0].split()[1])\n"
         "    print(f'PEAK_RSS_MB={kb // 1024}', file=sys.stderr)\n"
     )
     args = ["audit", str(root), "--out", str(out), "--workers", "1"]
