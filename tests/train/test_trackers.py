@@ -23,7 +23,7 @@ from skyclass.train import loop
 from skyclass.train.config import StageConfig
 from skyclass.train.fit import fit
 from skyclass.train.trackers.tensorboard_tracker import TensorBoardTracker
-from tests.conftest import CLASSES, REPO_ROOT, shared_images, write_manifest
+from tests.conftest import CLASSES, REPO_ROOT
 from tests.train import tracker_files
 from tests.train.test_train import tiny_config
 
@@ -33,21 +33,6 @@ STEPS = 6  # 3 epochs x 2 steps
 
 class Killed(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("manifests")
-    train, val = [], []
-    for cls in CLASSES:
-        files = shared_images(cls, 5)
-        train += files[:3]
-        val += files[3:5]
-    return {
-        "train": write_manifest(d / "train.csv", train),
-        "val": write_manifest(d / "val.csv", val),
-        "cache": d / "cache",
-    }
 
 
 @pytest.fixture(scope="module")

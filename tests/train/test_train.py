@@ -28,24 +28,9 @@ from skyclass.train.checkpoint import load_checkpoint
 from skyclass.train.config import ConfigError, LRFindConfig, StageConfig, TrainConfig, load_config
 from skyclass.train.fit import RunExists, fit
 from skyclass.train.schedule import make_optimizer, make_scheduler
-from tests.conftest import CLASSES, DATA_ROOT, WEIGHTS, shared_images, write_manifest
+from tests.conftest import CLASSES, DATA_ROOT, WEIGHTS, shared_images
 
 torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def manifests(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("manifests")
-    train, val = [], []
-    for cls in CLASSES:
-        files = shared_images(cls, 5)
-        train += files[:3]
-        val += files[3:5]
-    return {
-        "train": write_manifest(d / "train.csv", train),
-        "val": write_manifest(d / "val.csv", val),
-        "cache": d / "cache",
-    }
 
 
 def tiny_config(manifests: dict[str, Path], out: Path, **kw) -> TrainConfig:
