@@ -85,7 +85,9 @@ def split(
     groups: Path | None = typer.Option(None, help="CSV/TSV naming a group per file."),
     group_column: str = typer.Option("source_repo", help="Column of --groups to group by."),
     subset_prefix: list[str] = typer.Option(
-        [], help="Also write test-PREFIX.csv: the test rows whose file name starts with it."
+        [],
+        metavar="<str>",
+        help="Also write test-PREFIX.csv: the test rows whose file name starts with it.",
     ),
     review: Path | None = typer.Option(
         None, help="Filled-in label review sheet (from label-issues): exclude/relabel its files."

@@ -55,11 +55,18 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port (0 picks a free one)."),
     model: list[str] = typer.Option(
-        None, "--model", "-m", help="Model folder or name; repeat for several (first: default)."
+        None,
+        "--model",
+        "-m",
+        metavar="<str>",
+        help="Model folder or name; repeat for several (first: default).",
     ),
     variant: str = typer.Option(None, help="fp32 or int8 (default: each model's own)."),
     cors_origin: list[str] = typer.Option(
-        None, "--cors-origin", help="Allowed CORS origin; repeat for several (default: *)."
+        None,
+        "--cors-origin",
+        metavar="<str>",
+        help="Allowed CORS origin; repeat for several (default: *).",
     ),
     default_model: str = typer.Option(None, "--default-model", help="Name of the default."),
 ) -> None:

@@ -145,7 +145,6 @@ def build_context(
     if given), and compute the prefix cache when the config asks for it."""
     import torch
 
-    from skyclass.model import build_model
     from skyclass.train.features import build_feature_cache
     from skyclass.train.loaders import eval_loader, seed_for
 
@@ -172,14 +171,7 @@ def build_context(
     val_ds = ImageDataset(val_imgs or [], val_targets, build_test_transform(pre))
     val_loader = eval_loader(val_ds, config.eval_batch_size, runtime)
 
-    torch.manual_seed(config.seed)
-    model = build_model(len(names), weights=config.weights, dropout=config.dropout)
-    if model_state is not None:
-        model.load_state_dict(model_state)
-    model = model.to(runtime.device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-
+    model = _model_on_device(config, runtime, len(names), model_state)
     class_weights = None
     if config.class_weights == "balanced":
         class_weights = balanced_class_weights(train_ds.targets, names)
@@ -216,3 +208,22 @@ def build_context(
         class_weights=class_weights,
         feature_cache_seconds=seconds,
     )
+
+
+def _model_on_device(
+    config: TrainConfig, runtime: Runtime, n_classes: int, model_state: dict[str, Any] | None
+) -> Any:
+    """The model seeded by ``config.seed`` (then ``model_state`` if given), on the run's device
+    and memory format."""
+    import torch
+
+    from skyclass.model import build_model
+
+    torch.manual_seed(config.seed)
+    model = build_model(n_classes, weights=config.weights, dropout=config.dropout)
+    if model_state is not None:
+        model.load_state_dict(model_state)
+    model = model.to(runtime.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
