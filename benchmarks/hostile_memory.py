@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -32,7 +31,13 @@ from typing import Any
 import httpx
 
 from benchmarks.context import Context
-from benchmarks.http_load import free_port, proc_status, serve_command, wait_healthy
+from benchmarks.http_load import (
+    free_port,
+    proc_status,
+    serve_command,
+    stop_server,
+    wait_healthy,
+)
 from benchmarks.report import Row, mb, verdict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,13 +165,7 @@ def measure(model_dir: Path, valid_photo: Path, seconds: float, cwd: Path = REPO
             "seconds_per_phase": window * ROUNDS,
         }
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_server(proc, grace=15)
 
 
 def rows(ctx: Context) -> list[Row]:

@@ -102,6 +102,17 @@ def run_wrk(
     raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()[:300]}")
 
 
+def stop_server(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGINT (uvicorn's graceful stop), then SIGKILL after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
 def serve_command(model_dir: Path, port: int) -> list[str]:
     exe = Path(sys.executable).with_name("skyclass")
     prefix = [str(exe)] if exe.is_file() else [sys.executable, "-m", "skyclass.cli"]
@@ -169,13 +180,7 @@ def measure(
             "seconds_per_level": seconds,
         }
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_server(proc, grace=10)
 
 
 def rows(ctx: Context) -> list[Row]:
