@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,42 @@ def write_manifest(path: Path, files: list[Path]) -> Path:
         for f in files:
             w.writerow([f.relative_to(DATA_ROOT).as_posix(), f.parent.name, f.stem])
     return path
+
+
+#: The two stages of the tiny runs: the head for an epoch, then blocks 16-18 for two.
+TINY_STAGES = (
+    {"name": "head", "epochs": 1},
+    {"name": "top", "epochs": 2, "unfreeze": [16, 17, 18], "lr": 1e-3},
+)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string (paths included)
+
+
+def tiny_toml(stages: tuple[dict[str, object], ...] = TINY_STAGES, **fields: object) -> str:
+    """A tiny training config as TOML: 64 px, batches of 4, 2 steps an epoch, ``fields`` on top
+    (paths and any other key); None drops a key."""
+    top = {
+        "name": "tiny",
+        "image_size": 64,
+        "batch_size": 4,
+        "eval_batch_size": 8,
+        "max_steps": 2,
+        "num_threads": 1,
+        **fields,
+    }
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
+    lines += ["", "[augment]", "cache_size = 96", "", "[lr_find]", "num_iter = 4"]
+    for stage in stages:
+        lines += ["", "[[stages]]", *(f"{k} = {_toml_value(v)}" for k, v in stage.items())]
+    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLASSES, REPO_ROOT, WEIGHTS, shared_images
+from tests.conftest import CLASSES, REPO_ROOT, WEIGHTS, shared_images, tiny_toml
 
 AUDIT_FILES = ("audit.json", "report.html", "clean.csv")
 SPLIT_FILES = ("train.csv", "val.csv", "test.csv")
@@ -48,37 +48,15 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def tiny_config(path: Path, data: Path, splits: Path, runs: Path, cache: Path) -> Path:
     """The tests/train tiny run as TOML: 64 px, 2 steps per epoch, 1 + 2 epochs."""
     path.write_text(
-        f"""
-name = "tiny"
-out = "{runs}"
-data_root = "{data}"
-train = "{splits / "train.csv"}"
-val = "{splits / "val.csv"}"
-test = "{splits / "test.csv"}"
-weights = "{WEIGHTS}"
-image_size = 64
-batch_size = 4
-eval_batch_size = 8
-max_steps = 2
-num_threads = 1
-cache_dir = "{cache}"
-
-[augment]
-cache_size = 96
-
-[lr_find]
-num_iter = 4
-
-[[stages]]
-name = "head"
-epochs = 1
-
-[[stages]]
-name = "top"
-epochs = 2
-unfreeze = [16, 17, 18]
-lr = 1e-3
-""",
+        tiny_toml(
+            out=runs,
+            data_root=data,
+            train=splits / "train.csv",
+            val=splits / "val.csv",
+            test=splits / "test.csv",
+            weights=WEIGHTS,
+            cache_dir=cache,
+        ),
         encoding="utf-8",
     )
     return path

@@ -24,43 +24,16 @@ from skyclass.train.config import StageConfig, TrainConfig, load_config
 from skyclass.train.evaluation import evaluate_manifest
 from skyclass.train.sampling import ShardedDraw, epoch_draw, shard
 from skyclass.train.schedule import make_scheduler
-from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images, write_manifest
+from tests.conftest import (
+    CLASSES,
+    DATA_ROOT,
+    REPO_ROOT,
+    WEIGHTS,
+    shared_images,
+    tiny_toml,
+    write_manifest,
+)
 from tests.train.ranks import launch, train_head
-
-TINY = """
-name = "tiny"
-out = "{out}"
-data_root = "{data}"
-train = "{train}"
-val = "{val}"
-weights = "{weights}"
-image_size = 64
-batch_size = 4
-eval_batch_size = 8
-max_steps = 2
-num_threads = 1
-cache_dir = "{cache}"
-dist_timeout_s = 60.0
-# The frozen prefix computed once, each rank its share of the photos, gathered by all.
-feature_cache_views = 2
-feature_cache_block = 8
-
-[augment]
-cache_size = 96
-
-[lr_find]
-num_iter = 4
-
-[[stages]]
-name = "head"
-epochs = 1
-
-[[stages]]
-name = "top"
-epochs = 2
-unfreeze = [16, 17, 18]
-lr = 1e-3
-"""
 
 
 @pytest.mark.parametrize("weights", [None, [0.5, 3.0, 1.0, 1.0, 0.2, 2.0, 1.0, 1.0, 1.0, 4.0, 1.0]])
@@ -165,13 +138,17 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     paths["config"] = d / "tiny.toml"
     paths["config"].write_text(
-        TINY.format(
+        tiny_toml(
             out=d / "torchrun",
-            data=DATA_ROOT,
+            data_root=DATA_ROOT,
             train=paths["train"],
             val=paths["val"],
             weights=WEIGHTS,
-            cache=paths["cache"],
+            cache_dir=paths["cache"],
+            dist_timeout_s=60.0,
+            # The frozen prefix computed once, each rank its share, gathered by all.
+            feature_cache_views=2,
+            feature_cache_block=8,
         ),
         encoding="utf-8",
     )
