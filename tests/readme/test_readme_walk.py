@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images
+from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images, tiny_toml
 
 pytestmark = pytest.mark.slow
 
@@ -34,31 +34,18 @@ INSTALL_TRAIN = "pip install -e '.[train]'"
 PIP_WHEEL = (sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation")
 WEIGHTS_ARG = "../shared/weights/mobilenet_v2_imagenet.pth"
 PHOTOS_PER_CLASS = 12
-TINY_CONFIG = """name = "tiny"
-out = "runs"
-data_root = "../shared/data/flying-objects"
-train = "splits/train.csv"
-val = "splits/val.csv"
-test = "splits/test.csv"
-weights = "../shared/weights/mobilenet_v2_imagenet.pth"
-image_size = 64
-batch_size = 4
-eval_batch_size = 8
-max_steps = 2
-cache_dir = ".cache/skyclass"
-
-[augment]
-cache_size = 96
-
-[lr_find]
-num_iter = 4
-
-[[stages]]
-name = "head"
-epochs = 1
-lr = 1e-3
-unfreeze = []
-"""
+#: The config a user writes for a tiny run, with the README's relative paths.
+TINY_CONFIG = tiny_toml(
+    stages=({"name": "head", "epochs": 1, "lr": 1e-3, "unfreeze": []},),
+    out="runs",
+    data_root="../shared/data/flying-objects",
+    train="splits/train.csv",
+    val="splits/val.csv",
+    test="splits/test.csv",
+    weights=WEIGHTS_ARG,
+    num_threads=None,
+    cache_dir=".cache/skyclass",
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -236,8 +223,14 @@ def test_readme_training_road_in_order(walk: Path) -> None:
             ["runs/tiny/reports/test/metrics.json", "runs/tiny/reports/test/predictions.csv"],
         ),
         (
-            ["export", "runs/tiny", "--out", "models/tiny"],
-            ["models/tiny/model.onnx", "models/tiny/model.json", "models/tiny/MODEL_CARD.md"],
+            [
+                *("export", "runs/tiny", "--out", "exported/tiny"),
+                *("--out-of-scope", "../shared/data/out-of-scope"),
+            ],
+            [
+                f"exported/tiny/{f}"
+                for f in ("model.onnx", "model.json", "MODEL_CARD.md", "scope.npz")
+            ],
         ),
     ]
     for args, outputs in steps:
@@ -256,7 +249,7 @@ def test_readme_training_road_in_order(walk: Path) -> None:
             str(photo),
             "--json",
             "--model",
-            "models/tiny",
+            "exported/tiny",
         ],
         project,
         env,
