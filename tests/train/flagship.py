@@ -54,14 +54,14 @@ def flagship_in_torch() -> Flagship:
         for (conv, bn), (weight, bias) in zip(pairs, convs, strict=True):
             assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
             assert tuple(conv.weight.shape) == weight.shape
-            conv.weight.copy_(torch.from_numpy(weight))
+            conv.weight.copy_(torch.tensor(weight))
             bn.weight.fill_(1.0)
-            bn.bias.copy_(torch.from_numpy(bias))
+            bn.bias.copy_(torch.tensor(bias))
             bn.running_mean.zero_()
             bn.running_var.fill_(1.0 - bn.eps)
         (gemm,) = [n for n in graph.node if n.op_type == "Gemm"]
         head = linear_head(model)
-        head.weight.copy_(torch.from_numpy(inits[gemm.input[1]]))
-        head.bias.copy_(torch.from_numpy(inits[gemm.input[2]]))
+        head.weight.copy_(torch.tensor(inits[gemm.input[1]]))
+        head.bias.copy_(torch.tensor(inits[gemm.input[2]]))
     model.eval()
     return Flagship(model, bundle.labels, bundle.preprocess)

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from skyclass.core.explain import peak_of
+from skyclass.core.explain import cam_overlay, peak_of
 from skyclass.core.preprocess import PreprocessConfig, preprocess
 from skyclass.data.transforms import build_test_transform, eval_input
-from skyclass.model import linear_head
+from skyclass.model import linear_head, load_trained
 from skyclass.reporting.html import THUMBNAIL_SIDE
 from skyclass.train.config import StageConfig
 from skyclass.train.fit import fit
@@ -95,6 +95,12 @@ def _cards(html: str) -> list[str]:
     return re.findall(r"<figure>(.*?)</figure>", html, flags=re.S)
 
 
+def _png_pixels(b64: str) -> np.ndarray:
+    image = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert image.format == "PNG" and max(image.size) <= THUMBNAIL_SIDE
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
 def test_tiny_run_gallery_has_a_map_per_shown_card(
     manifests: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -102,25 +108,33 @@ def test_tiny_run_gallery_has_a_map_per_shown_card(
     run = fit(tiny_config(manifests, tmp_path, test=None, stages=head_only), progress=False).run_dir
     reports = run / "reports" / "val"
     rows = list(csv.DictReader((reports / "predictions.csv").open()))
-    wrong = [r for r in rows if r["label"] != r["predicted"]]
+    wrong = {Path(r["file"]).name: r for r in rows if r["label"] != r["predicted"]}
     assert wrong, "the tiny run should misclassify some of its 8 val photos"
     html = (reports / "misclassified.html").read_text()
     cards = _cards(html)
     assert len(cards) == len(wrong)
-    predicted = {Path(r["file"]).name: r["predicted"] for r in wrong}
-    groups = set()
+    model, ckpt = load_trained(run / "checkpoints" / "best.pt")
+    pre = PreprocessConfig.from_dict(ckpt["preprocess"])
+    groups, distinct = set(), 0
     for card in cards:
         name = re.search(r"<small>(.*?)</small>", card)
         assert name is not None
+        row = wrong[name.group(1)]
         groups.update(re.findall(r'type="radio" name="([^"]+)"', card))
         assert card.count('type="radio"') == 3 and "data:image/jpeg;base64," in card  # photo kept
-        maps = re.findall(r'src="data:image/png;base64,([^"]+)" alt="[^"]*" title="([^"]*)"', card)
-        assert len(maps) == 2  # the predicted class's map, then the true class's
-        assert maps[0][1] == predicted[name.group(1)]
-        for b64, _ in maps:
-            image = Image.open(io.BytesIO(base64.b64decode(b64)))
-            assert image.format == "PNG" and max(image.size) <= THUMBNAIL_SIDE
-            image.load()
+        maps = re.findall(r'src="data:image/png;base64,([^"]+)"', card)
+        assert len(maps) == 2
+        # The predicted class's map, then the true class's: serving's overlay of this model's map.
+        (found,) = explain_files(model, [Path(row["file"])], pre)
+        assert found is not None
+        for b64, label in zip(maps, (row["predicted"], row["label"]), strict=True):
+            want = cam_overlay(
+                found.photo, found.cams[CLASSES.index(label)], label, side=THUMBNAIL_SIDE
+            )
+            shown = _png_pixels(b64)
+            assert np.abs(shown - _png_pixels(base64.b64encode(want.png).decode())).max() <= 2
+        distinct += int(np.abs(_png_pixels(maps[0]) - _png_pixels(maps[1])).max() > 8)
+    assert distinct  # the two maps differ: the comparison above tells them apart
     assert len(groups) == len(cards)  # one radio group per card: each switches on its own
     assert ".views>input.v1:checked" in html
 
