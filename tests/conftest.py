@@ -14,6 +14,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SKYCLASS_SHARED", REPO_ROOT.parent / "shared")).resolve()
 DATA_ROOT = SHARED / "data" / "flying-objects"
+#: Real photos of other things (aircraft, scenes, everyday objects); see its SOURCES.tsv.
+OUT_OF_SCOPE = SHARED / "data" / "out-of-scope"
 WEIGHTS = SHARED / "weights" / "mobilenet_v2_imagenet.pth"
 BUNDLED_MODEL = REPO_ROOT / "models" / "flying-objects"
 CLASSES = ("flying_birds", "large_quadcopters", "small_quadcopters", "winged_drones")

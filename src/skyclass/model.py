@@ -29,6 +29,14 @@ def classifier_head(model: nn.Module) -> nn.Sequential:
     return cast(nn.Sequential, model.classifier)
 
 
+def linear_head(model: nn.Module) -> nn.Linear:
+    """The classifier's Linear layer (weight C x K, bias C) over the pooled features."""
+    layers = [m for m in classifier_head(model) if isinstance(m, nn.Linear)]
+    if len(layers) != 1:
+        raise ValueError(f"expected one Linear layer in the classifier, found {len(layers)}")
+    return layers[0]
+
+
 def build_model(
     num_classes: int,
     *,

@@ -11,9 +11,7 @@ import onnx
 
 from skyclass.core.bundle import ModelFile, load_bundle, sha256_file, write_bundle
 from skyclass.export.onnx_outputs import EXTRA_OUTPUTS
-from tests.conftest import BUNDLED_MODEL, SHARED
-
-OUT_OF_SCOPE = SHARED / "data" / "out-of-scope"
+from tests.conftest import BUNDLED_MODEL, OUT_OF_SCOPE
 
 
 def strip_outputs(src: Path, dst: Path) -> None:

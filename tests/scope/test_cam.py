@@ -8,33 +8,14 @@ context, which the explanation shows. This test asserts what was measured, for d
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from skyclass.core.predictor import Predictor
+from tests.composites import DRONES, POSITIONS, composite_jpeg, drone, inside_paste, sky
 from tests.conftest import BUNDLED_MODEL, DATA_ROOT
-from tests.scope.support import OUT_OF_SCOPE
-
-CANVAS = 576
-SIDE = 200
-POSITIONS = [(0.05, 0.05), (0.6, 0.05), (0.05, 0.6), (0.6, 0.6), (0.3, 0.3)]
-DRONES = [
-    "large_quadcopters/cropspray_G02_DJI_Agras_T16_2023-05-09_12-33-25_i0.jpg",
-    "large_quadcopters/cropspray_G02_DJI_Agras_T20_2021-07-31_12-44-00_i1.jpg",
-]
-
-
-def _sky() -> Image.Image:
-    """The sky of a real cloudy sea photo (its top 40%), as the background."""
-    photo = Image.open(OUT_OF_SCOPE / "intel_20893.jpg").convert("RGB")
-    return photo.crop((0, 0, photo.width, int(photo.height * 0.4))).resize((CANVAS, CANVAS))
-
-
-def _drone(name: str) -> Image.Image:
-    return Image.open(DATA_ROOT / name).convert("RGB").resize((SIDE, SIDE))
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +23,14 @@ def predictor() -> Predictor:
     return Predictor(BUNDLED_MODEL, threads=1)
 
 
-@pytest.mark.parametrize("drone", DRONES)
-def test_cam_peak_is_on_the_pasted_drone(predictor: Predictor, drone: str) -> None:
-    sky, crop = _sky(), _drone(drone)
-    for x, y in POSITIONS:
-        canvas = sky.copy()
-        canvas.paste(crop, (int(x * CANVAS), int(y * CANVAS)))
-        buf = io.BytesIO()
-        canvas.save(buf, format="JPEG", quality=92)
-        answer = predictor.predict(buf.getvalue(), explain=True, reject=False)
+@pytest.mark.parametrize("drone_name", DRONES)
+def test_cam_peak_is_on_the_pasted_drone(predictor: Predictor, drone_name: str) -> None:
+    background, crop = sky(), drone(drone_name)
+    for at in POSITIONS:
+        jpeg = composite_jpeg(background, crop, at)
+        answer = predictor.predict(jpeg, explain=True, reject=False)
         assert answer.explanation is not None
-        px, py = answer.explanation.peak
-        box = SIDE / CANVAS
-        assert x <= px <= x + box and y <= py <= y + box, (drone, (x, y), (px, py))
+        assert inside_paste(answer.explanation.peak, at), (drone_name, at, answer.explanation.peak)
 
 
 def test_predict_explain_writes_overlays(tmp_path: Path) -> None:

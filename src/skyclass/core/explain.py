@@ -77,9 +77,12 @@ def overlay(photo: Image.Image, cam: np.ndarray, *, side: int = OVERLAY_SIDE) ->
     return Image.blend(base.convert("RGB"), heat.convert("RGB"), ALPHA)
 
 
-def cam_overlay(photo: Image.Image, cam: np.ndarray, label: str) -> Explanation:
-    """The overlay PNG of ``cam`` (h, w, the predicted class's map) over ``photo``."""
-    image = overlay(photo, cam)
+def cam_overlay(
+    photo: Image.Image, cam: np.ndarray, label: str, *, side: int = OVERLAY_SIDE
+) -> Explanation:
+    """The overlay PNG of ``cam`` (h, w, the map of class ``label``) over ``photo``, long side at
+    most ``side`` (serving's answers; the misclassified gallery asks for thumbnail size)."""
+    image = overlay(photo, cam, side=side)
     buf = io.BytesIO()
     image.save(buf, format="PNG", compress_level=1)
     return Explanation(label, buf.getvalue(), image.width, image.height, peak_of(cam))

@@ -15,7 +15,7 @@ from typing import Any
 
 from skyclass.data.audit import CHECKS, AuditReport
 from skyclass.reporting.cells import spreadsheet_safe
-from skyclass.reporting.html import image_or_placeholder, page, thumbnail_uri
+from skyclass.reporting.html import image_or_placeholder, page, png_uri, thumbnail_uri
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,6 @@ def write_outputs(report: AuditReport, out: Path, force: bool = False) -> None:
 
 def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
     """One self-contained page: summary, plots, flagged files by finding, duplicate groups."""
-    import base64
     import html
 
     esc = html.escape
@@ -125,8 +124,7 @@ def render_html(report: AuditReport, plots: dict[str, bytes]) -> str:
         parts.append(f"<tr><td>{esc(c)}</td><td>{v['files']}</td><td>{v['use']}</td></tr>")
     parts.append("</table><h2>Plots</h2>")
     for name, png in plots.items():
-        b64 = base64.b64encode(png).decode("ascii")
-        parts.append(f'<img class="plot" alt="{name}" src="data:image/png;base64,{b64}">')
+        parts.append(f'<img class="plot" alt="{name}" src="{png_uri(png)}">')
     parts.append(
         "<h2>K-Means outliers</h2><table><tr><th>class</th><th>k</th>"
         "<th>silhouette</th><th>centres (bytes, h, w)</th><th>fence</th>"

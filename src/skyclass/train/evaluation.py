@@ -1,6 +1,7 @@
 """The evaluate chain, one for ``skyclass evaluate`` and for a run's final reports: decode a
 manifest, run the model, write metrics.json, predictions.csv, confusion.png and misclassified.html
-into a report folder that appears whole (built beside it, then renamed into place)."""
+(class activation maps on its cards) into a report folder that appears whole (built beside it,
+then renamed into place)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def evaluate_to_reports(
     returns the metrics. ``images``: the manifest's decoded images when already at hand."""
     from skyclass.outputs import atomic_dir
     from skyclass.train import loop
+    from skyclass.train.gallery_maps import gallery_maps
     from skyclass.train.loaders import eval_loader
     from skyclass.train.reports import write_eval_reports
 
@@ -42,14 +44,18 @@ def evaluate_to_reports(
     ds = ImageDataset(images, manifest.targets(names), build_test_transform(pre))
     loader = eval_loader(ds, batch_size, runtime)
     res = loop.evaluate(model, loader, desc=desc, progress=progress, runtime=runtime)
+    files, targets = manifest.files(), res.targets.tolist()
+    # A second small pass, over the gallery's shown images only: their class activation maps.
+    maps = gallery_maps(model, files, targets, res.probs, names, pre, batch_size=batch_size)
     with atomic_dir(out_dir, force=True) as tmp:
         metrics = write_eval_reports(
             tmp,
-            files=manifest.files(),
-            targets=res.targets.tolist(),
+            files=files,
+            targets=targets,
             probs=res.probs,
             labels=names,
             title=title,
+            maps=maps,
         )
     return metrics
 

@@ -10,7 +10,8 @@ import csv
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ import numpy as np
 
 from skyclass.outputs import write_text_atomic
 from skyclass.reporting.figures import pyplot, save_figure
-from skyclass.reporting.html import image_or_placeholder, page, thumbnail_uri
+from skyclass.reporting.html import (
+    VIEWS_CSS,
+    image_or_placeholder,
+    image_views,
+    page,
+    png_uri,
+    thumbnail_uri,
+)
 from skyclass.reporting.metrics import classification_metrics
 
 
@@ -72,6 +80,50 @@ def image_losses(probs: np.ndarray, targets: Sequence[int] | np.ndarray) -> np.n
     return -np.log(np.clip(probs[np.arange(len(t)), t], 1e-12, 1.0))
 
 
+#: The most misclassified images a gallery shows.
+GALLERY_LIMIT = 120
+
+
+@dataclass(frozen=True)
+class CardMaps:
+    """A gallery card's class activation map overlays (PNG): of the predicted and the true class."""
+
+    predicted: bytes
+    true: bytes
+
+
+def shown_misclassified(
+    targets: Sequence[int] | np.ndarray, probs: np.ndarray, limit: int = GALLERY_LIMIT
+) -> np.ndarray:
+    """Indices of the misclassified images a gallery shows: highest loss first, at most
+    ``limit`` (ties in manifest order)."""
+    t = np.asarray(targets, dtype=int)
+    if not len(t):
+        return np.array([], dtype=int)
+    loss = image_losses(probs, t)
+    wrong = np.flatnonzero(probs.argmax(1) != t)
+    return wrong[np.argsort(-loss[wrong], kind="stable")][:limit]
+
+
+def _card_image(f: Path, i: int, maps: CardMaps | None, labels: tuple[str, str]) -> str:
+    """The card's thumbnail; with maps, a switch between it and the maps."""
+    photo = image_or_placeholder(thumbnail_uri(f), f.name)
+    if maps is None:
+        return photo
+    guess, true = labels
+    views = [
+        ("photo", photo),
+        ("map: pred", _map_img(maps.predicted, guess, f.name)),
+        ("map: true", _map_img(maps.true, true, f.name)),
+    ]
+    return image_views(f"card{i}", views)
+
+
+def _map_img(png: bytes, label: str, name: str) -> str:
+    alt = html.escape(f"class activation map of {label} over {name}")
+    return f'<img src="{png_uri(png)}" alt="{alt}" title="{html.escape(label)}">'
+
+
 def write_gallery(
     files: Sequence[Path],
     targets: Sequence[int],
@@ -79,32 +131,39 @@ def write_gallery(
     labels: Sequence[str],
     path: Path,
     *,
-    limit: int = 120,
+    limit: int = GALLERY_LIMIT,
     title: str = "misclassified",
+    maps: Mapping[int, CardMaps] | None = None,
 ) -> Path:
     """HTML gallery of misclassified images, highest loss first (fastai's plot_top_losses):
-    embedded thumbnails with true / predicted label and confidence."""
+    embedded thumbnails with true / predicted label and confidence. ``maps``: class activation
+    map overlays by image index, shown with a photo / map switch on those cards."""
     t = np.asarray(targets)
     pred = probs.argmax(1) if len(t) else np.array([], dtype=int)
     loss = image_losses(probs, t)
-    wrong = np.flatnonzero(pred != t)
-    order = wrong[np.argsort(-loss[wrong], kind="stable")][:limit]
+    n_wrong = int(np.count_nonzero(pred != t))
+    order = shown_misclassified(t, probs, limit)
+    maps = maps or {}
     cards = []
     for i in order:
         f = Path(files[i])
         name = html.escape(f.name)
         true, guess = html.escape(labels[t[i]]), html.escape(labels[pred[i]])
         conf, p_true = float(probs[i, pred[i]]), float(probs[i, t[i]])
+        image = _card_image(f, int(i), maps.get(int(i)), (labels[pred[i]], labels[t[i]]))
         cards.append(
-            f"<figure>{image_or_placeholder(thumbnail_uri(f), f.name)}"
+            f"<figure>{image}"
             f"<figcaption><b>true</b> {true}<br>"
             f"<b>pred</b> {guess} ({conf:.1%})<br><b>p(true)</b> {p_true:.1%} · "
             f"loss {float(loss[i]):.2f}<br><small>{name}</small></figcaption></figure>"
         )
     body = "\n".join(cards) or "<p>No misclassified images.</p>"
-    summary = f"{len(wrong)} of {len(t)} misclassified; showing {len(order)}, highest loss first."
+    summary = f"{n_wrong} of {len(t)} misclassified; showing {len(order)}, highest loss first."
+    has_maps = any(int(i) in maps for i in order)
+    if has_maps:
+        summary += " Maps: where the model found evidence for a class (red: most)."
     body = f"<h1>{html.escape(title)}</h1>\n<p>{summary}</p>\n<div class='grid'>\n{body}\n</div>"
-    doc = page(title, body)
+    doc = page(title, body, css=VIEWS_CSS if has_maps else "")
     return write_text_atomic(path, doc)
 
 
@@ -150,9 +209,10 @@ def write_eval_reports(
     probs: np.ndarray,
     labels: Sequence[str],
     title: str,
+    maps: Mapping[int, CardMaps] | None = None,
 ) -> dict[str, Any]:
-    """metrics.json, predictions.csv, confusion.png and misclassified.html for one manifest;
-    returns the metrics."""
+    """metrics.json, predictions.csv, confusion.png and misclassified.html (with ``maps`` on
+    its cards) for one manifest; returns the metrics."""
     preds = probs.argmax(1) if len(targets) else np.array([], dtype=int)
     metrics = classification_metrics(targets, preds, labels).to_dict()
     write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -163,5 +223,6 @@ def write_eval_reports(
         out_dir / "confusion.png",
         title=f"{title}: accuracy {metrics['accuracy']:.2%} (n={metrics['n']})",
     )
-    write_gallery(files, targets, probs, labels, out_dir / "misclassified.html", title=title)
+    gallery = out_dir / "misclassified.html"
+    write_gallery(files, targets, probs, labels, gallery, title=title, maps=maps)
     return metrics
