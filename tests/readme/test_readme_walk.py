@@ -26,7 +26,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLASSES, DATA_ROOT, REPO_ROOT, WEIGHTS, shared_images, tiny_toml
+from tests.conftest import (
+    CLASSES,
+    DATA_ROOT,
+    OUT_OF_SCOPE,
+    REPO_ROOT,
+    WEIGHTS,
+    shared_images,
+    tiny_toml,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +94,25 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines = fh.readlines()
     keep = [ln for ln in lines[1:] if ln.split("\t")[0] in chosen]
     (data / "SOURCES.tsv").write_text(lines[0] + "".join(keep), encoding="utf-8")
+    _copy_out_of_scope(root / "shared" / "data" / "out-of-scope")
     (root / "shared" / "weights").mkdir()
     os.symlink(WEIGHTS, root / "shared" / "weights" / WEIGHTS.name)
     return root
+
+
+def _copy_out_of_scope(folder: Path, per_source: int = 3) -> None:
+    """The first ``per_source`` photos of each out-of-scope source, with their SOURCES.tsv rows."""
+    lines = (OUT_OF_SCOPE / "SOURCES.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    taken: dict[str, int] = {}
+    keep = []
+    for line in sorted(lines[1:]):
+        file, source = line.split("\t")[1:3]
+        if taken.get(source, 0) < per_source:
+            taken[source] = taken.get(source, 0) + 1
+            keep.append(line)
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(OUT_OF_SCOPE / file, folder / file)
+    (folder / "SOURCES.tsv").write_text(lines[0] + "".join(keep), encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
