@@ -4,8 +4,8 @@ A model folder may carry a scope file (``scope.npz``, described in ``model.json`
 with its sha256 like every other file). It holds one method's parameters and the thresholds
 calibrated at export (default: keep 95% of the in-scope validation photos), per ONNX variant:
 
-    method           msp | energy | mahalanobis | knn | oe_msp | oe_energy | oe_logreg
-                     | oe_energy_knn
+    method           msp | energy | mahalanobis | knn | knn_pca | oe_msp | oe_energy
+                     | oe_logreg | oe_energy_knn | oe_energy_knn_pca
     threshold_fp32   score below it: out of scope (also threshold_int8 when calibrated)
     feature_width    the width of the ONNX ``features`` output the parameters were fitted on
     ...              the method's arrays (see :mod:`skyclass.core.scope_methods`)

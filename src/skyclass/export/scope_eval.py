@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from skyclass.core.scope_methods import METHODS, knn, oe_energy
+from skyclass.core.scope_methods import METHODS, knn, knn_pca, oe_energy
 from skyclass.export.scope_fit import (
     OEConfig,
     auroc,
     fit_knn,
+    fit_knn_pca,
     fit_mahalanobis,
     fit_none,
     fit_oe_head,
@@ -29,6 +30,16 @@ from skyclass.export.scope_fit import (
 )
 
 Arrays = dict[str, np.ndarray]
+#: Methods fitted on in-scope train features alone.
+IN_SCOPE_FITS = {
+    "msp": fit_none,
+    "energy": fit_none,
+    "mahalanobis": fit_mahalanobis,
+    "knn": fit_knn,
+    "knn_pca": fit_knn_pca,
+}
+#: The "both must say in scope" methods: the OE head's energy and this kNN method, one scale.
+OE_AND_KNN = {"oe_energy_knn": ("knn", knn), "oe_energy_knn_pca": ("knn_pca", knn_pca)}
 CATEGORIES = ("aircraft", "scenes", "everyday")
 #: The issue's targets: FPR at 95% kept per category, AUROC overall.
 FPR_TARGET = {"aircraft": 0.25, "scenes": 0.10, "everyday": 0.10}
@@ -105,24 +116,15 @@ def fit_method(
         if ("oe_head", key) not in cache:
             cache[("oe_head", key)] = fit_method("oe_msp", train, head, outliers)
         return cache[("oe_head", key)]
-    if method == "oe_energy_knn":
+    if method in OE_AND_KNN:
         if val is None:
-            raise ValueError("oe_energy_knn puts its two scores on one scale with val photos")
-        both = fit_method("oe_energy", train, head, outliers, cache, key) | fit_method(
-            "knn", train, head, None
-        )
-        oe_c, oe_s = unit_scale(oe_energy(both, val.outputs))
-        knn_c, knn_s = unit_scale(knn(both, val.outputs))
-        scales = {"oe_center": oe_c, "oe_scale": oe_s, "knn_center": knn_c, "knn_scale": knn_s}
-        return both | {k: np.array(v, dtype=np.float64) for k, v in scales.items()}
+            raise ValueError(f"{method} puts its two scores on one scale with val photos")
+        oe_head = fit_method("oe_energy", train, head, outliers, cache, key)
+        return _oe_and_knn(method, oe_head, train, head, val)
     n = len(head[1])
     f, y = train.outputs["features"], train.labels
-    if method in ("msp", "energy"):
-        return fit_none(f, y, n)
-    if method == "mahalanobis":
-        return fit_mahalanobis(f, y, n)
-    if method == "knn":
-        return fit_knn(f, y, n)
+    if method in IN_SCOPE_FITS:
+        return IN_SCOPE_FITS[method](f, y, n)
     if method in ("oe_msp", "oe_energy"):
         if outliers is None:
             raise ValueError("outlier exposure needs out-of-scope photos")
@@ -132,6 +134,18 @@ def fit_method(
             raise ValueError("outlier exposure needs out-of-scope photos")
         return fit_oe_logreg(f, outliers.outputs["features"])
     raise ValueError(f"unknown method {method!r}")
+
+
+def _oe_and_knn(
+    method: str, oe_head: Arrays, train: Split, head: tuple[np.ndarray, np.ndarray], val: Split
+) -> Arrays:
+    """The OE head and the kNN parameters of ``method``, each score's val scale beside them."""
+    near, near_score = OE_AND_KNN[method]
+    both = oe_head | fit_method(near, train, head, None)
+    oe_c, oe_s = unit_scale(oe_energy(both, val.outputs))
+    knn_c, knn_s = unit_scale(near_score(both, val.outputs))
+    scales = {"oe_center": oe_c, "oe_scale": oe_s, "knn_center": knn_c, "knn_scale": knn_s}
+    return both | {k: np.array(v, dtype=np.float64) for k, v in scales.items()}
 
 
 def _in_scope_figures(

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from skyclass.core.scope_methods import l2_normalise
+
 Arrays = dict[str, np.ndarray]
 
 
@@ -41,10 +43,32 @@ def fit_mahalanobis(
 
 
 def fit_knn(features: np.ndarray, labels: np.ndarray, num_classes: int, *, k: int = 1) -> Arrays:
-    f = features.astype(np.float32)
-    bank = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    bank = l2_normalise(features)
     # float16 halves the file; scoring (at calibration and at serve time alike) casts to float32.
-    return {"bank": bank.astype(np.float16), "k": np.array(min(k, len(f)), dtype=np.int64)}
+    return {"bank": bank.astype(np.float16), "k": np.array(min(k, len(bank)), dtype=np.int64)}
+
+
+def fit_knn_pca(
+    features: np.ndarray, labels: np.ndarray, num_classes: int, *, dims: int = 128, k: int = 1
+) -> Arrays:
+    """The compact kNN bank ``knn_pca`` scores with: the train mean, the top ``dims`` principal
+    directions of the centred L2-normalised features, each train photo's coordinates in them and
+    its squared residual. Basis and coordinates in float16 (rounded here, so that calibration
+    scores with the very values the file holds)."""
+    u = l2_normalise(features).astype(np.float64)
+    mean = u.mean(axis=0)
+    centred = u - mean
+    _, vectors = np.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
+    basis = vectors[:, ::-1][:, : min(dims, u.shape[1])].astype(np.float16)
+    bank = (centred @ basis.astype(np.float64)).astype(np.float16)
+    resid = (centred**2).sum(axis=1) - (bank.astype(np.float64) ** 2).sum(axis=1)
+    return {
+        "pca_mean": mean.astype(np.float32),
+        "pca_basis": basis,
+        "pca_bank": bank,
+        "pca_resid": np.maximum(resid, 0.0).astype(np.float32),
+        "k": np.array(min(k, len(u)), dtype=np.int64),
+    }
 
 
 def unit_scale(val_scores: np.ndarray) -> tuple[float, float]:
@@ -102,11 +126,7 @@ def fit_oe_logreg(
     features: np.ndarray, outliers: np.ndarray, *, steps: int = 300, weight_decay: float = 1e-2
 ) -> Arrays:
     """Logistic regression, in-scope (1) vs out-of-scope (0), classes weighted equally."""
-
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    x = np.concatenate([unit(features), unit(outliers)]).astype(np.float64)
+    x = np.concatenate([l2_normalise(features), l2_normalise(outliers)]).astype(np.float64)
     y = np.r_[np.ones(len(features)), np.zeros(len(outliers))]
     weight = np.where(y == 1, 0.5 / len(features), 0.5 / max(len(outliers), 1))
     w, b = np.zeros(x.shape[1]), np.zeros(1)
