@@ -1,6 +1,6 @@
 """(Re)compute a published model folder's scope file from its ONNX model(s) and manifests.
 
-    python scripts/scope_bundled.py models/flying-objects --version 2026.11.29.1 \\
+    python scripts/scope_bundled.py models/flying-objects --version 2026.11.29.2 \\
         [--data-root ../shared/data/flying-objects] [--splits docs/data/splits-reviewed] \\
         [--out-of-scope ../shared/data/out-of-scope] [--method auto] [--report docs/scope/NAME.md]
 
