@@ -9,7 +9,8 @@ so the map covers the whole photo), coloured and blended over it.
 from __future__ import annotations
 
 import base64
-import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,32 @@ def cam_overlay(
     """The overlay PNG of ``cam`` (h, w, the map of class ``label``) over ``photo``, long side at
     most ``side`` (serving's answers; the misclassified gallery asks for thumbnail size)."""
     image = overlay(photo, cam, side=side)
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return Explanation(label, buf.getvalue(), image.width, image.height, peak_of(cam))
+    return Explanation(label, encode_png(image), image.width, image.height, peak_of(cam))
+
+
+def encode_png(image: Image.Image, level: int = 1) -> bytes:
+    """An 8-bit RGB PNG with the Up filter on every row, deflated at ``level``.
+
+    Pillow tries every PNG filter on every row: 7.5 ms for a 256 x 192 overlay on this machine,
+    against 1.9 ms here for a file of the same size (80 KB; overlays are smooth from row to row).
+    """
+    pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    h, w, _ = pixels.shape
+    rows = pixels.reshape(h, w * 3)
+    raw = np.empty((h, w * 3 + 1), dtype=np.uint8)
+    raw[:, 0] = 2  # filter type Up: each byte minus the byte above it (mod 256)
+    raw[:, 1:] = rows
+    raw[1:, 1:] -= rows[:-1]
+    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no interlace
+    return b"".join(
+        (
+            b"\x89PNG\r\n\x1a\n",
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), level)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
+
+
+def _png_chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
