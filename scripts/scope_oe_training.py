@@ -201,6 +201,8 @@ def scorer(
 
     if kind == "energy":
         return lambda a: sm.energy({}, a)
+    if kind == "msp":  # the OE paper's own score
+        return lambda a: sm.msp({}, a)
     pca = fit_knn_pca(o["train"]["features"], y, len(head["head_b"]))
     if kind == "knn_pca":
         return lambda a: sm.knn_pca(pca, a)
@@ -210,6 +212,10 @@ def scorer(
         if kind == "head_oe_energy":
             return lambda a: sm.oe_energy(head, a)
     params = head | pca
+    if kind == "msp_knn_pca":  # as oe_energy_knn_pca, with MSP in place of the energy
+        m_c, m_s = unit_scale(sm.msp({}, o["val"]))
+        k_c, k_s = unit_scale(sm.knn_pca(pca, o["val"]))
+        return lambda a: np.minimum((sm.msp({}, a) - m_c) / m_s, (sm.knn_pca(pca, a) - k_c) / k_s)
     oe_c, oe_s = unit_scale(sm.oe_energy(params, o["val"]))
     knn_c, knn_s = unit_scale(sm.knn_pca(params, o["val"]))
     scales = {"oe_center": oe_c, "oe_scale": oe_s, "knn_center": knn_c, "knn_scale": knn_s}
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             if lam == 0:  # no outliers: one model serves both folds
                 folds["B"] = folds["A"]
                 break
-        for k in ("energy", "knn_pca", "energy_knn_pca"):
+        for k in ("energy", "knn_pca", "energy_knn_pca", "msp", "msp_knn_pca"):
             rows.append(measure(k, folds, data) | {"model": label})
         result = {"rows": rows, "timings_s": timings, "total_s": time.monotonic() - t0}
         result["args"] = {k: str(v) for k, v in vars(args).items()}
