@@ -238,11 +238,18 @@ def test_heavy_decodes_run_one_at_a_time_beside_light_ones() -> None:
     async def go() -> list[int]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            calls = [
-                client.post("/classify", content=body, headers={"Content-Type": "image/png"})
-                for body in [heavy, heavy, heavy, *[light] * 6]
-            ]
-            return [r.status_code for r in await asyncio.gather(*calls)]
+
+            def post(body: bytes) -> Any:
+                return client.post("/classify", content=body, headers={"Content-Type": "image/png"})
+
+            heavies = [asyncio.ensure_future(post(heavy)) for _ in range(3)]
+            # The light photos are sent once a heavy decode is running (on a loaded machine they
+            # could otherwise all be answered before the first heavy one got its turn).
+            deadline = time.monotonic() + 60
+            while not CountingPredictor.running["heavy"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            lights = [post(light) for _ in range(6)]
+            return [r.status_code for r in await asyncio.gather(*heavies, *lights)]
 
     assert asyncio.run(go()) == [200] * 9
     most = CountingPredictor.most
