@@ -26,6 +26,18 @@ COMMAND_MODULES = (
     "skyclass.export.commands",
     "skyclass.serve.commands",
 )
+#: The order ``skyclass --help`` lists the commands in: the road, data to served model.
+ROAD = (
+    "audit",
+    "label-issues",
+    "split",
+    "lr-find",
+    "train",
+    "evaluate",
+    "export",
+    "serve",
+    "predict",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
@@ -154,9 +166,11 @@ def build_app() -> typer.Typer:
         context_settings={"max_content_width": 80, "help_option_names": ["-h", "--help"]},
     )
     app.callback()(global_options)
+    commands = {}
     for module in COMMAND_MODULES:
-        for name, command in importlib.import_module(module).COMMANDS.items():
-            app.command(name)(command)
+        commands.update(importlib.import_module(module).COMMANDS)
+    for name in sorted(commands, key=lambda n: ROAD.index(n) if n in ROAD else len(ROAD)):
+        app.command(name)(commands[name])
     return app
 
 

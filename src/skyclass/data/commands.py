@@ -153,62 +153,8 @@ def split(
     console.print(f"wrote {out}")
 
 
-def label_issues(
-    manifest: Path = typer.Argument(..., help="CSV with path,label[,group] (e.g. clean.csv)."),
-    data_root: Path = typer.Option(..., help="Folder the manifest's paths are relative to."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (refused if it exists)."),
-    weights: str = typer.Option(
-        "imagenet", help="Backbone: a torchvision mobilenet_v2 state_dict, or 'imagenet' (online)."
-    ),
-    folds: int = typer.Option(5, help="Cross-validation folds (near-duplicate groups kept whole)."),
-    seed: int = typer.Option(0, help="Fold assignment seed."),
-    threads: int = typer.Option(2, help="torch threads."),
-    device: str = typer.Option("auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda[:N], mps."),
-    cache_dir: str = typer.Option(".cache/skyclass", help="Decoded-image cache ('' for none)."),
-    gallery: bool = typer.Option(True, help="Also write gallery.html (embeds thumbnails)."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output folder."),
-) -> None:
-    """List suspected label errors for review (out-of-fold predictions, confident joint)."""
-    from skyclass.outputs import OutputExists, check_output
-
-    try:
-        from skyclass.data.label_issues import write_outputs
-        from skyclass.train.device import probe, resolve_device
-        from skyclass.train.label_issues import LabelIssueConfig, run_label_issues
-
-        check_output(out, force)
-        if weights != "imagenet" and not Path(weights).is_file():
-            raise _fail(f"weights file not found: {weights}")
-        config = LabelIssueConfig(
-            manifest,
-            data_root,
-            weights,
-            folds,
-            seed,
-            threads=threads,
-            cache_dir=cache_dir or None,
-            device=resolve_device(device, probe()),
-        )
-        report = run_label_issues(config)
-        write_outputs(report, out, force=force, gallery=gallery)
-    except ModuleNotFoundError as exc:
-        raise _fail(
-            f"label-issues needs the train extra ({exc.name} is missing): "
-            "pip install 'skyclass[train]'"
-        ) from None
-    except OutputExists as exc:
-        raise _fail(str(exc), exc.exit_code) from None
-    except ValueError as exc:  # DataError included: a bad manifest, a class too small for folds
-        raise _fail(str(exc)) from None
-    per = ", ".join(f"{c} {n}" for c, n in report.summary()["issues_per_label"].items())
-    typer.echo(
-        f"{len(report.issues)} suspects of {report.n} (out-of-fold accuracy "
-        f"{report.oof_accuracy:.1%}; by given label: {per}) -> {out}/review.csv"
-    )
-
-
 #: This area's commands, by the name the CLI gives them.
-COMMANDS = {"audit": audit, "label-issues": label_issues, "split": split}
+COMMANDS = {"audit": audit, "split": split}
 
 
 def _set_total(bar: Any) -> Any:
