@@ -189,8 +189,8 @@ def evaluate(
     val, test, out = measure["val"], measure["test"], measure["out"]
     norm = fit.get("val")  # oe_energy_knn's scales: fp32 val, as the shipped file has them
     params = fit_method(method, fit["train"], head, fit["out"] if oe else None, cache, val=norm)
-    threshold = keep_threshold(score(params, val.outputs))
     s_val, s_test = score(params, val.outputs), score(params, test.outputs)
+    threshold = keep_threshold(s_val)
     accepted = np.zeros(len(out.labels), dtype=bool)
     if oe and len(out.labels):  # leave one source out
         aurocs, weights = [], []
@@ -205,8 +205,9 @@ def evaluate(
             weights.append(held.sum())
         area = float(np.average(aurocs, weights=weights))
     elif len(out.labels):
-        accepted = score(params, out.outputs) >= threshold
-        area = auroc(s_test, score(params, out.outputs))
+        s_out = score(params, out.outputs)
+        accepted = s_out >= threshold
+        area = auroc(s_test, s_out)
     else:
         area = float("nan")
     fpr = {c: _nan_mean(accepted[out.categories == c]) for c in CATEGORIES}
