@@ -31,7 +31,6 @@ from tests.conftest import (
     WEIGHTS,
     shared_images,
     tiny_toml,
-    write_manifest,
 )
 from tests.train.ranks import launch, train_head
 
@@ -123,19 +122,10 @@ def build_head_init() -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny(tmp_path_factory: pytest.TempPathFactory, manifests: dict[str, Path]) -> dict[str, Path]:
+    """The shared tiny manifests (tests/train/conftest.py) and a 2-rank config over them."""
     d = tmp_path_factory.mktemp("ddp")
-    train, val = [], []
-    for cls in CLASSES:
-        files = shared_images(cls, 5)
-        train += files[:3]
-        val += files[3:5]
-    paths = {
-        "dir": d,
-        "train": write_manifest(d / "train.csv", train),
-        "val": write_manifest(d / "val.csv", val),
-        "cache": d / "cache",
-    }
+    paths = {"dir": d, **manifests}
     paths["config"] = d / "tiny.toml"
     paths["config"].write_text(
         tiny_toml(
