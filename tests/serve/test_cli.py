@@ -106,3 +106,27 @@ def test_serve_prints_the_url_and_serves(tmp_path: Path) -> None:
         assert response.status_code == 200 and response.json()["label"] in CLASSES
     finally:
         stop_server(proc)
+
+
+def test_serve_loads_every_model_at_start_and_health_says_why(tmp_path: Path) -> None:
+    """Before any request, /health already names the failed model and the scope that is off (the
+    server loads every model at start; only the Lambda handler stays lazy)."""
+    unscoped = tmp_path / "unscoped"
+    shutil.copytree(BUNDLED_MODEL, unscoped)
+    (unscoped / "scope.npz").unlink()
+    (tmp_path / "broken").mkdir()
+    imagenet = REPO_ROOT / "models" / "imagenet-mobilenet-v2"
+    args = ("--model", str(imagenet), "--model", str(unscoped), "--model", str(tmp_path / "broken"))
+    proc, url = start_server(*args)
+    try:
+        models = {m["name"]: m for m in httpx.get(url + "health", timeout=10).json()["models"]}
+        assert models["imagenet-mobilenet-v2"]["state"] == "loaded"
+        assert models["flying-objects"]["state"] == "loaded"
+        assert models["flying-objects"]["scope"] == "off: scope file scope.npz is missing"
+        assert models["broken"]["state"] == "failed" and models["broken"]["error"]
+        listed = {m["name"]: m for m in httpx.get(url + "models", timeout=10).json()["models"]}
+        assert listed["flying-objects"]["scope"].startswith("off: ")
+    finally:
+        stop_server(proc)
+    warnings = [line for line in proc.stderr_lines if line.startswith("warning: ")]  # type: ignore[attr-defined]
+    assert len(warnings) == 1 and "'broken' is unavailable" in warnings[0]

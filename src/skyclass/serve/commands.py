@@ -87,6 +87,7 @@ def serve(
         raise _fail(str(exc)) from None
     except ModelUnavailable as exc:
         raise _fail(str(exc), 1) from None
+    _load_the_others(registry)
     try:
         sock, url = listen.bind(host, port)
     except OSError as exc:
@@ -99,6 +100,22 @@ def serve(
         logging.getLogger("skyclass").setLevel(logging.INFO)
         app = AccessLog(app)
     listen.run(app, sock, settings)
+
+
+def _load_the_others(registry: Any) -> None:
+    """Load every other model now as well, so that ``/health`` and ``/models`` say at once which
+    ones failed and why, and whether each one's scope is on (the Lambda handler stays lazy: its
+    cold start pays for the models it is asked for only). A failed one is a warning line; the
+    server still starts and keeps retrying it on request."""
+    from skyclass.core.errors import ModelUnavailable
+
+    for name in registry.names:
+        if name == registry.default_name:
+            continue
+        try:
+            registry.get(name)
+        except ModelUnavailable as exc:
+            typer.echo(f"warning: {exc}", err=True)
 
 
 def predict(
