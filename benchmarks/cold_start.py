@@ -190,20 +190,18 @@ def measure(
     return results
 
 
-def rows(ctx: Context) -> list[Row]:
-    """Fresh process to first Lambda answer, skyclass and the peer alternating."""
+def _measure_both(ctx: Context) -> dict[str, Any]:
+    """Cold starts of the skyclass handler and the peer's, alternating, on one real v1 event."""
     from benchmarks.inference import pick_images
 
-    opt, peer, raw = ctx.opt, ctx.peer(), ctx.raw
-
-    section = f"Cold start: fresh process to first Lambda answer (v1, median of {opt.cold_runs})"
+    opt, peer = ctx.opt, ctx.peer()
     image = pick_images(opt.data_root)["1-2 MP progressive JPEG"]
     event = v1_event(image.read_bytes(), image.name, REPO / "tests" / "events")
     event_path = opt.work / "event_v1_multipart.json"
     event_path.parent.mkdir(parents=True, exist_ok=True)
     event_path.write_text(json.dumps(event), encoding="utf-8")
     threads = str(opt.threads)
-    results = measure(
+    return measure(
         {
             "skyclass": (
                 "skyclass.serve.handler:classify_image",
@@ -218,60 +216,66 @@ def rows(ctx: Context) -> list[Row]:
         runs=opt.cold_runs,
         cwd=REPO,
     )
-    raw["cold_start"] = results
+
+
+def _p50(r: dict[str, Any], key: str) -> float:
+    return math.nan if "error" in r else float(r[key]["p50"])
+
+
+def _cell(r: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
+    return na(r["error"]) if "error" in r else fmt(r[key]["p50"])
+
+
+def _wall_verdict(ours_wall: float, wall_ratio: float) -> str:
+    if math.isnan(ours_wall):
+        return ""
+    misses = (
+        f"+{ours_wall - 0.5:.2f} s" if ours_wall >= 0.5 else "",
+        f"{wall_ratio:.1f}x" if wall_ratio < 5 else "",
+    )
+    return verdict(ours_wall < 0.5 and wall_ratio >= 5, ", ".join(x for x in misses if x))
+
+
+def _split(r: dict[str, Any]) -> str:
+    return "" if "error" in r else f"{_p50(r, 'import_s'):.2f} / {_p50(r, 'first_call_s'):.2f}"
+
+
+def rows(ctx: Context) -> list[Row]:
+    """Fresh process to first Lambda answer, skyclass and the peer alternating."""
+    section = (
+        f"Cold start: fresh process to first Lambda answer (v1, median of {ctx.opt.cold_runs})"
+    )
+    results = _measure_both(ctx)
+    ctx.raw["cold_start"] = results
     ours, theirs = results["skyclass"], results["peer"]
     if "error" in ours and "error" in theirs:
         return [
             Row(section, "fresh process to first answer", na(ours["error"]), na(theirs["error"]))
         ]
-
-    def cell(r: dict[str, Any], key: str, fmt: Callable[[float], str]) -> str:
-        return na(r["error"]) if "error" in r else fmt(r[key]["p50"])
-
-    def p50(r: dict[str, Any], key: str) -> float:
-        return math.nan if "error" in r else float(r[key]["p50"])
-
-    wall_ratio = ratio(p50(theirs, "wall_s"), p50(ours, "wall_s"))
-    ours_wall = p50(ours, "wall_s")
-    ours_rss = p50(ours, "peak_rss_bytes")
+    wall_ratio = ratio(_p50(theirs, "wall_s"), _p50(ours, "wall_s"))
+    ours_rss = _p50(ours, "peak_rss_bytes")
     return [
         Row(
             section,
             "fresh process to first answer, s (interpreter, import, model load, first inference)",
-            cell(ours, "wall_s", lambda s: f"{s:.2f}"),
-            cell(theirs, "wall_s", lambda s: f"{s:.2f}"),
+            _cell(ours, "wall_s", lambda s: f"{s:.2f}"),
+            _cell(theirs, "wall_s", lambda s: f"{s:.2f}"),
             times(wall_ratio),
             "< 0.5 s and >= 5x",
-            ""
-            if math.isnan(ours_wall)
-            else verdict(
-                ours_wall < 0.5 and wall_ratio >= 5,
-                ", ".join(
-                    x
-                    for x in (
-                        f"+{ours_wall - 0.5:.2f} s" if ours_wall >= 0.5 else "",
-                        f"{wall_ratio:.1f}x" if wall_ratio < 5 else "",
-                    )
-                    if x
-                ),
-            ),
+            _wall_verdict(_p50(ours, "wall_s"), wall_ratio),
         ),
         Row(
             section,
             "of which: import of the handler module, s / first call (model load + inference), s",
-            ""
-            if "error" in ours
-            else f"{p50(ours, 'import_s'):.2f} / {p50(ours, 'first_call_s'):.2f}",
-            ""
-            if "error" in theirs
-            else f"{p50(theirs, 'import_s'):.2f} / {p50(theirs, 'first_call_s'):.2f}",
+            _split(ours),
+            _split(theirs),
         ),
         Row(
             section,
             "peak RSS of that process (VmHWM)",
-            cell(ours, "peak_rss_bytes", mb),
-            cell(theirs, "peak_rss_bytes", mb),
-            times(ratio(p50(theirs, "peak_rss_bytes"), ours_rss), "smaller"),
+            _cell(ours, "peak_rss_bytes", mb),
+            _cell(theirs, "peak_rss_bytes", mb),
+            times(ratio(_p50(theirs, "peak_rss_bytes"), ours_rss), "smaller"),
             "< 200 MB",
             ""
             if math.isnan(ours_rss)
