@@ -3,11 +3,11 @@
     .venv/bin/python -m benchmarks.run [--quick] [--threads 1] [--only inference,cold,...]
 
 Prints a markdown table and writes ``benchmarks/results/<timestamp>.json`` plus ``latest.json``
-and ``latest.md``. Every comparison is measured in this one run on this one machine, with
-interleaved repetitions, so the ratios hold even where the machine is busy and absolute times
-move; each row carries the load average while its section ran. A part that cannot run (a file not
-built yet, a tool missing, no training run) becomes a row that says "n/a (why)"; the command still
-finishes with exit 0.
+and ``latest.md`` (``latest-partial.*`` for a ``--quick`` or ``--only`` run). Every comparison
+is measured in this one run on this one machine, with interleaved repetitions, so the ratios hold
+even where the machine is busy and absolute times move; each row carries the load average while
+its section ran. A part that cannot run (a file not built yet, a tool missing, no training run)
+becomes a row that says "n/a (why)"; the command still finishes with exit 0.
 """
 
 from __future__ import annotations
@@ -104,12 +104,22 @@ def header(opt: Options, elapsed: float, started: datetime, loads: list[tuple]) 
     ]
 
 
+def latest_name(opt: Options) -> str:
+    """``latest`` for a full run; a ``--quick`` or ``--only`` run is ``latest-partial`` so that it
+    never replaces the last full table (the one the README and DESIGN quote)."""
+    full = not opt.quick and set(opt.sections) == {s.name for s in SECTIONS}
+    return "latest" if full else "latest-partial"
+
+
 def write(opt: Options, table: str, result: dict[str, Any], started: datetime) -> None:
+    from skyclass.outputs import write_text_atomic
+
     opt.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(result, indent=2, default=str) + "\n"
-    (opt.out / f"{started:%Y%m%dT%H%M%SZ}.json").write_text(text, encoding="utf-8")
-    (opt.out / "latest.json").write_text(text, encoding="utf-8")
-    (opt.out / "latest.md").write_text(table, encoding="utf-8")
+    write_text_atomic(opt.out / f"{started:%Y%m%dT%H%M%SZ}.json", text)
+    latest = latest_name(opt)
+    write_text_atomic(opt.out / f"{latest}.json", text)
+    write_text_atomic(opt.out / f"{latest}.md", table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,8 +52,9 @@ def test_quick_run_prints_every_row(repo_root: Path, tmp_path: Path, data_root: 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
-    table = (out / "latest.md").read_text(encoding="utf-8")
+    table = (out / "latest-partial.md").read_text(encoding="utf-8")
     assert table == done.stdout
+    assert not (out / "latest.md").exists()  # a quick run never replaces the last full table
     for section in SECTIONS:
         assert f"| **{section}" in table, f"no {section} section in:\n{table}"
     lines = table.splitlines()
@@ -64,7 +65,7 @@ def test_quick_run_prints_every_row(repo_root: Path, tmp_path: Path, data_root: 
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert not cells[1].startswith("n/a"), f"{what!r} was not measured: {line}"
             assert re.fullmatch(r"\d+\.\d-\d+\.\d", cells[-1]), f"no load average: {line}"
-    result = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    result = json.loads((out / "latest-partial.json").read_text(encoding="utf-8"))
     assert result["quick"] is True
     # a clone with no training run gets a row that says so, not a failure with a traceback
     assert "training" not in result["errors"], result["errors"]
