@@ -26,6 +26,10 @@ def _config(tmp_path: Path) -> Path:
     return config
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(config: Path, ready: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """Start ``train``, wait for ``ready`` to exist, press Ctrl-C (SIGINT)."""
     train = ["train", "--config", str(config), "--no-progress", *args]
@@ -35,6 +39,9 @@ def _interrupt_when(config: Path, ready: Path, *args: str) -> subprocess.Complet
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as in a terminal: a suite started in the background (`nohup ... &`) passes SIGINT down
+        # ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 240
     while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
