@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyclass.core.scope_methods import knn_pca, l2_normalise, oe_energy
+from skyclass.core.scope_methods import knn, knn_pca, l2_normalise, oe_energy, oe_logreg
 from skyclass.export.scope_eval import CATEGORIES, Split, with_log_probs
 from skyclass.export.scope_fit import (
     auroc,
@@ -170,26 +170,22 @@ def _feat(o: Arrays, keys: tuple[str, ...]) -> np.ndarray:
 
 
 def knn_part(*keys: str) -> Part:
-    """Distance to the nearest train photo (k = 1, cosine), on these pooled outputs."""
-
-    def score(p: Arrays, o: Arrays) -> np.ndarray:
-        sims = (_feat(o, keys) @ p["bank"].T).max(axis=1)
-        return -np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
-
-    return Part(lambda tr, head, out: {"bank": _feat(tr.outputs, keys)}, score)
+    """The ``knn`` score (k = 1, cosine) on these pooled outputs instead of the penultimate."""
+    one = np.array(1, dtype=np.int64)
+    return Part(
+        lambda tr, head, out: {"bank": _feat(tr.outputs, keys), "k": one},
+        lambda p, o: knn(p, {"features": _feat(o, keys)}),
+    )
 
 
 def logreg_part(*keys: str) -> Part:
-    """The OE discriminator (``fit_oe_logreg``) on these pooled outputs."""
+    """The ``oe_logreg`` discriminator on these pooled outputs instead of the penultimate."""
 
     def fit(tr: Split, head: tuple, out: Split | None) -> Arrays:
         assert out is not None
         return fit_oe_logreg(_feat(tr.outputs, keys), _feat(out.outputs, keys))
 
-    def score(p: Arrays, o: Arrays) -> np.ndarray:
-        return (l2_normalise(_feat(o, keys)) @ p["disc_w"] + p["disc_b"]).astype(np.float64)
-
-    return Part(fit, score, oe=True)
+    return Part(fit, lambda p, o: oe_logreg(p, {"features": _feat(o, keys)}), oe=True)
 
 
 def _oe_fit(tr: Split, head: tuple, out: Split | None) -> Arrays:
