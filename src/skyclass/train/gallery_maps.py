@@ -104,8 +104,9 @@ def gallery_maps(
     no misclassified image (no work either)."""
     order = [int(i) for i in shown_misclassified(targets, probs, limit)]
     maps: dict[int, CardMaps] = {}
-    for start in range(0, len(order), max(1, batch_size)):
-        chunk = order[start : start + max(1, batch_size)]
+    step = max(1, batch_size)
+    for start in range(0, len(order), step):
+        chunk = order[start : start + step]
         for i, found in zip(
             chunk, explain_files(model, [files[i] for i in chunk], pre), strict=True
         ):
