@@ -21,6 +21,15 @@ BUNDLED_MODEL = REPO_ROOT / "models" / "flying-objects"
 CLASSES = ("flying_birds", "large_quadcopters", "small_quadcopters", "winged_drones")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One clear line, not a traceback per test module, when the shared data is not there."""
+    if not DATA_ROOT.is_dir():
+        raise pytest.UsageError(
+            f"the shared photos are not at {DATA_ROOT}: the tests read ../shared beside the clone "
+            "(or set SKYCLASS_SHARED to its folder)"
+        )
+
+
 def run_cli(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
